@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test` (each sets up what it needs).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Stale when pyproject.toml changes: the stamp is older than it.
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export OPENBLAS_NUM_THREADS ?= 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+
+.PHONY: setup demo test test-fast ui bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cohortflow demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m 'not slow'
+
+ui: $(STAMP)
+	$(BIN)/cohortflow ui
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_sync_file.py
+
+clean:
+	rm -rf warehouse data/generated dbt_project/target dbt_project/logs .pytest_cache
+	find .dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

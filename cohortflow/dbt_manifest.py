@@ -1,0 +1,80 @@
+"""Keep the dbt manifest that Dagster loads in step with the dbt project.
+
+Dagster builds its asset graph from ``dbt_project/target/manifest.json``. Parsing the
+project at import time would slow every code-location load, so the CLI, ``make ui`` and
+the tests call :func:`ensure_manifest` once before Dagster imports the definitions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cohortflow.warehouse import DBT_PROJECT_DIR
+
+# Files whose change can change the manifest (dbt reads nothing else when parsing).
+_WATCHED_SUFFIXES = {".sql", ".yml", ".yaml", ".csv", ".md"}
+_WATCHED_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
+
+
+def dbt_executable() -> str:
+    """The ``dbt`` that belongs to the running interpreter's environment."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:
+    """Where ``dbt parse`` writes the manifest of ``project_dir``."""
+    return project_dir / "target" / "manifest.json"
+
+
+def _newest_source_mtime(project_dir: Path) -> float:
+    newest = 0.0
+    for name in ("dbt_project.yml", "profiles.yml"):
+        path = project_dir / name
+        if path.exists():
+            newest = max(newest, path.stat().st_mtime)
+    for folder in _WATCHED_DIRS:
+        root = project_dir / folder
+        if not root.exists():
+            continue
+        for path in root.rglob("*"):
+            if path.suffix in _WATCHED_SUFFIXES:
+                newest = max(newest, path.stat().st_mtime)
+    return newest
+
+
+def manifest_is_stale(project_dir: Path = DBT_PROJECT_DIR) -> bool:
+    """True when the manifest is missing or older than any file of the dbt project."""
+    target = manifest_path(project_dir)
+    if not target.exists():
+        return True
+    return target.stat().st_mtime < _newest_source_mtime(project_dir)
+
+
+def ensure_manifest(project_dir: Path = DBT_PROJECT_DIR, *, force: bool = False) -> Path:
+    """Run ``dbt parse`` when the manifest is missing or stale; return its path.
+
+    Raises
+    ------
+    RuntimeError
+        When ``dbt parse`` fails; the message carries dbt's own output.
+    """
+    target = manifest_path(project_dir)
+    if not force and not manifest_is_stale(project_dir):
+        return target
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    proc = subprocess.run(
+        [dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--quiet"],
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 or not target.exists():
+        raise RuntimeError(f"dbt parse failed in {project_dir}:\n{proc.stdout}\n{proc.stderr}".strip())
+    # Touch so that a parse that rewrote nothing still counts as fresh.
+    os.utime(target)
+    return target

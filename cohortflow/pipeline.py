@@ -1,0 +1,198 @@
+"""Run the whole graph in process: what `cohortflow run` and `cohortflow demo` call.
+
+The same job as the Dagster UI's ``cohortflow_job``; runs are recorded in the Dagster
+instance at ``$DAGSTER_HOME`` (``.dagster_home`` by default) so they show up in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cohortflow.as_of import format_as_of, parse_as_of
+from cohortflow.dbt_manifest import ensure_manifest
+from cohortflow.warehouse import PROJECT_ROOT, WAREHOUSE_ENV_VAR, warehouse_path
+
+DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
+_INSTANCE_SETTINGS = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+
+
+class PipelineError(RuntimeError):
+    """A run that did not succeed; the message names the failing step and dbt's / the sync's reason."""
+
+
+@dataclass
+class CohortSize:
+    cohort_id: str
+    cohort_name: str
+    size: int
+
+
+@dataclass
+class SyncOutcome:
+    name: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class RunSummary:
+    """What one run did, read back from the warehouse and the run's materialisations."""
+
+    run_id: str
+    as_of: str
+    warehouse: Path
+    assets_materialized: int
+    checks_passed: int
+    checks_failed: int
+    cohorts: list[CohortSize] = field(default_factory=list)
+    user_count: int = 0
+    properties: list[str] = field(default_factory=list)
+    syncs: list[SyncOutcome] = field(default_factory=list)
+
+    def format_text(self) -> str:
+        lines = [
+            f"Run {self.run_id} as of {self.as_of} UTC on {self.warehouse}",
+            f"  {self.assets_materialized} assets materialised, {self.checks_passed} dbt tests passed"
+            + (f", {self.checks_failed} FAILED" if self.checks_failed else ""),
+            f"  computed properties for {self.user_count:,} users: {', '.join(self.properties)}",
+            "  cohorts:",
+        ]
+        width = max((len(c.cohort_name) for c in self.cohorts), default=0)
+        lines += [f"    {c.cohort_name.ljust(width)}  {c.size:>8,} users" for c in self.cohorts]
+        if self.syncs:
+            lines.append("  syncs:")
+            for sync in self.syncs:
+                m = sync.metadata
+                lines.append(
+                    f"    {sync.name}: +{m.get('rows_added', 0):,} added, ~{m.get('rows_changed', 0):,} changed, "
+                    f"-{m.get('rows_removed', 0):,} removed → {m.get('destination', '?')}"
+                )
+        return "\n".join(lines)
+
+
+def ensure_dagster_home() -> Path:
+    """Use ``$DAGSTER_HOME``, else the repo-local one; telemetry and the first-run pop-up off."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(_INSTANCE_SETTINGS)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _metadata_value(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def run_pipeline(
+    as_of: str | datetime | None = None,
+    *,
+    warehouse: str | os.PathLike[str] | None = None,
+    full_refresh: bool = False,
+    log_level: str = "WARNING",
+) -> RunSummary:
+    """Materialise every asset (dbt models, then syncs) in this process.
+
+    Parameters
+    ----------
+    as_of
+        The moment to compute as of (default: now), resolved once for the whole run.
+    warehouse
+        The DuckDB file (default: ``$COHORTFLOW_WAREHOUSE`` or ``warehouse/cohortflow.duckdb``).
+    full_refresh
+        Rebuild incremental dbt models from scratch.
+    log_level
+        Dagster's console log level (``DEBUG`` shows every step).
+
+    Raises
+    ------
+    PipelineError
+        When any step fails (a dbt model or test, a sync).
+    """
+    path = warehouse_path(warehouse)
+    if not path.exists():
+        raise PipelineError(f"warehouse {path} does not exist: run `cohortflow ingest` (or `cohortflow demo`) first")
+    # dbt (a subprocess) and the Dagster resources both resolve the warehouse from here.
+    os.environ[WAREHOUSE_ENV_VAR] = str(path)
+    ensure_dagster_home()
+    ensure_manifest()
+
+    import dagster as dg
+
+    from orchestration.definitions import MAIN_JOB, defs, run_config_for
+
+    as_of_text = format_as_of(parse_as_of(as_of))
+    run_config = run_config_for(as_of_text, full_refresh=full_refresh)
+    run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    job = defs.resolve_job_def(MAIN_JOB)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False, tags={"as_of": as_of_text})
+        _clean_dbt_targets()
+        if not result.success:
+            raise PipelineError(_failure_text(result))
+        materializations = result.get_asset_materialization_events()
+        checks = result.get_asset_check_evaluations()
+        syncs = [
+            SyncOutcome(
+                name=event.asset_key.path[-1],
+                metadata={k: _metadata_value(v) for k, v in event.materialization.metadata.items()},
+            )
+            for event in materializations
+            if event.asset_key.path[0] == "syncs"
+        ]
+        summary = RunSummary(
+            run_id=result.run_id,
+            as_of=as_of_text,
+            warehouse=path,
+            assets_materialized=len(materializations),
+            checks_passed=sum(1 for c in checks if c.passed),
+            checks_failed=sum(1 for c in checks if not c.passed),
+            syncs=syncs,
+        )
+    _read_back(summary)
+    return summary
+
+
+def _failure_text(result: Any) -> str:
+    lines = ["the run failed:"]
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            lines.append(f"  step {event.step_key}: {error.message.strip()}")
+    return "\n".join(lines)
+
+
+def _clean_dbt_targets() -> None:
+    # dagster-dbt leaves dbt_project/target/<op>-<run>-<hash>/ behind when a step fails early.
+    from cohortflow.warehouse import DBT_PROJECT_DIR
+
+    for folder in (DBT_PROJECT_DIR / "target").glob("*-*-*"):
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_back(summary: RunSummary) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(summary.warehouse), read_only=True)
+    try:
+        summary.cohorts = [
+            CohortSize(*row)
+            for row in con.execute("select cohort_id, cohort_name, size from marts.cohorts order by cohort_name").fetchall()
+        ]
+        summary.user_count = con.execute("select count(*) from marts.user_properties").fetchone()[0]
+        summary.properties = [
+            row[0]
+            for row in con.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = 'marts' and table_name = 'user_properties' and column_name <> 'user_id' "
+                "order by ordinal_position"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
