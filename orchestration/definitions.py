@@ -1,0 +1,52 @@
+"""The cohortflow code location: dbt models, syncs, the warehouse and the schedules.
+
+Loaded by ``workspace.yaml`` (``dagster dev``) and by ``cohortflow run``.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dbt import get_asset_key_for_model
+
+from cohortflow.as_of import format_as_of
+from cohortflow.warehouse import DBT_PROJECT_DIR
+from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project
+from orchestration.resources import WarehouseResource
+from orchestration.sync_declarations import load_destinations, load_sync_declarations
+from orchestration.syncs import build_sync_asset
+
+DESTINATIONS_FILE = DBT_PROJECT_DIR / "destinations.yml"
+MAIN_JOB = "cohortflow_job"
+
+sync_declarations = load_sync_declarations(dbt_project.manifest_path, load_destinations(DESTINATIONS_FILE))
+sync_assets = [
+    build_sync_asset(d, get_asset_key_for_model([cohortflow_dbt_models], d.model_name)) for d in sync_declarations
+]
+
+cohortflow_job = dg.define_asset_job(
+    MAIN_JOB,
+    selection=dg.AssetSelection.all(),
+    description="Everything, in order: dbt models (staging → marts → cohorts) and then the syncs.",
+)
+
+
+def run_config_for(as_of: str | None = None, *, full_refresh: bool = False) -> dict:
+    """Run config that pins the run's ``as_of`` (the schedules and `cohortflow run` use it)."""
+    return {"ops": {DBT_ASSETS_OP: {"config": {"as_of": as_of, "full_refresh": full_refresh}}}}
+
+
+@dg.schedule(job=cohortflow_job, cron_schedule="0 * * * *", execution_timezone="UTC", name="hourly_refresh")
+def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Every hour, recompute as of the tick (not of when the run starts) so backfilled ticks are exact."""
+    as_of = format_as_of(context.scheduled_execution_time)
+    return dg.RunRequest(run_key=as_of, run_config=run_config_for(as_of), tags={"as_of": as_of})
+
+
+defs = dg.Definitions(
+    assets=[cohortflow_dbt_models, *sync_assets],
+    jobs=[cohortflow_job],
+    schedules=[hourly_refresh],
+    resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource()},
+    # One DuckDB file admits one writer process: run the steps of a run in one process, in order.
+    executor=dg.in_process_executor,
+)
