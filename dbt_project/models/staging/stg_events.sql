@@ -1,0 +1,53 @@
+-- One row per raw event: renamed, typed, with the product's event properties pulled out of JSON.
+-- Not filtered by as_of (staging is time-independent); int_events_as_of applies the cut-off.
+
+with source as (
+
+    select * from {{ source('raw', 'events') }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        -- Anonymous events carry only device_id; it is the user until an identity merge exists.
+        coalesce(user_id, device_id) as user_id,
+        device_id,
+        event_type,
+        event_time as event_at,
+        -- Amplitude sends -1 for "no session".
+        nullif(session_id, -1) as session_id,
+        nullif(trim(event_properties ->> 'item_id'), '') as item_id,
+        nullif(trim(event_properties ->> 'category'), '') as category,
+        try_cast(event_properties ->> 'price' as double) as price,
+        try_cast(event_properties ->> 'quantity' as bigint) as quantity,
+        try_cast(event_properties ->> 'revenue' as double) as sent_revenue,
+        nullif(trim(event_properties ->> 'order_id'), '') as order_id,
+        event_properties
+
+    from source
+
+)
+
+select
+    event_id,
+    user_id,
+    device_id,
+    event_type,
+    event_at,
+    session_id,
+    item_id,
+    category,
+    price,
+    quantity,
+    -- Revenue only means something on purchase lines; sources that omit it get price x quantity
+    -- (negative for cancellations, whose quantity is negative).
+    case
+        when event_type in ('purchase', 'cancel_purchase')
+            then coalesce(sent_revenue, price * quantity)
+    end as revenue,
+    order_id,
+    event_properties
+
+from renamed

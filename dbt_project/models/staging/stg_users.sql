@@ -1,0 +1,47 @@
+-- One row per user: the latest known value of each attribute from raw.users.
+-- An identify that sets only `country` must not erase an earlier email, so "latest" is taken per
+-- attribute, among the updates that set it. Time-independent (see docs/dbt.md: attributes are not
+-- versioned by as_of; only behaviour is).
+
+with source as (
+
+    select * from {{ source('raw', 'users') }}
+
+),
+
+renamed as (
+
+    select
+        user_id,
+        nullif(lower(trim(user_properties ->> 'email')), '') as email,
+        nullif(trim(user_properties ->> 'phone'), '') as phone,
+        nullif(trim(user_properties ->> 'country'), '') as country,
+        try_cast(trim(user_properties ->> 'has_marketing_consent') as boolean) as has_marketing_consent,
+        -- ISO-8601 text, possibly with an offset: read as timestamptz, keep the UTC wall clock.
+        timezone('UTC', try_cast(trim(user_properties ->> 'created_at') as timestamptz)) as created_at,
+        updated_at,
+        -- A total order of updates: ties on updated_at fall back to ingest order.
+        row_number() over (
+            partition by user_id
+            order by updated_at, ingested_at, source_file, source_row
+        ) as update_sequence
+
+    from source
+
+)
+
+select
+    user_id,
+    arg_max(email, update_sequence) filter (where email is not null) as email,
+    arg_max(phone, update_sequence) filter (where phone is not null) as phone,
+    arg_max(country, update_sequence) filter (where country is not null) as country,
+    -- Opt-in only: a user who never stated consent has none.
+    coalesce(
+        arg_max(has_marketing_consent, update_sequence) filter (where has_marketing_consent is not null),
+        false
+    ) as has_marketing_consent,
+    arg_max(created_at, update_sequence) filter (where created_at is not null) as created_at,
+    max(updated_at) as updated_at
+
+from renamed
+group by user_id
