@@ -1,0 +1,39 @@
+-- One row per cohort with its identity (from the cohort model's config.meta) and its size at as_of.
+-- Empty cohorts are listed too, with size 0, so a sync can tell "empty" from "missing".
+
+with cohort_definitions as (
+
+{% for model_name in cohort_model_names() %}
+    {%- set meta = cohort_meta(model_name) %}
+    select
+        {{ sql_string(meta['cohort_id']) }} as cohort_id,
+        {{ sql_string(meta['name']) }} as cohort_name,
+        {{ sql_string(meta['description']) }} as description,
+        {{ sql_string(meta['kind']) }} as kind,
+        {{ sql_string(meta['owner']) }} as owner
+    {% if not loop.last %}
+    union all
+    {% endif %}
+{%- endfor %}
+
+),
+
+cohort_sizes as (
+
+    select cohort_id, count(*) as member_count
+    from {{ ref('cohort_memberships') }}
+    group by cohort_id
+
+)
+
+select
+    cast(cohort_definitions.cohort_id as varchar) as cohort_id,
+    cast(cohort_definitions.cohort_name as varchar) as cohort_name,
+    cast(cohort_definitions.description as varchar) as description,
+    cast(cohort_definitions.kind as varchar) as kind,
+    cast(cohort_definitions.owner as varchar) as owner,
+    cast(coalesce(cohort_sizes.member_count, 0) as bigint) as size,
+    cast({{ as_of() }} as timestamp) as computed_at
+
+from cohort_definitions
+left join cohort_sizes on cohort_definitions.cohort_id = cohort_sizes.cohort_id

@@ -1,0 +1,63 @@
+-- One row per user known at as_of with their attributes and computed properties: what syncs,
+-- the profile API and ML features read. Every count is 0 (not NULL) for a user who never did it;
+-- values that have no meaning without activity (averages, favourites, hours) stay NULL.
+
+with users_seen as (
+
+    select * from {{ ref('int_users_seen') }}
+
+),
+
+attributes as (
+
+    select * from {{ ref('stg_users') }}
+
+),
+
+activity as (
+
+    select * from {{ ref('int_user_activity_aggregated') }}
+
+),
+
+purchases as (
+
+    select * from {{ ref('int_user_purchases_aggregated') }}
+
+),
+
+favourite_categories as (
+
+    select * from {{ ref('int_user_favourite_categories') }}
+
+)
+
+select
+    cast(users_seen.user_id as varchar) as user_id,
+    cast(attributes.email as varchar) as email,
+    cast(attributes.phone as varchar) as phone,
+    cast(attributes.country as varchar) as country,
+    cast(coalesce(attributes.has_marketing_consent, false) as boolean) as has_marketing_consent,
+    cast(users_seen.first_seen_at as timestamp) as first_seen_at,
+    cast(users_seen.last_seen_at as timestamp) as last_seen_at,
+    -- Whole 24-hour periods, so "< N" agrees with the half-open N-day windows: active in
+    -- (as_of - N days, as_of] <=> days_since_last_active < N.
+    cast(floor({{ dbt.datediff('users_seen.last_seen_at', as_of(), 'second') }} / 86400) as integer)
+        as days_since_last_active,
+    cast(coalesce(activity.event_count_30d, 0) as bigint) as event_count_30d,
+    cast(coalesce(activity.session_count_30d, 0) as bigint) as session_count_30d,
+    cast(coalesce(purchases.order_count, 0) as bigint) as order_count,
+    cast(coalesce(purchases.revenue_lifetime, 0) as double) as revenue_lifetime,
+    cast(coalesce(purchases.revenue_90d, 0) as double) as revenue_90d,
+    -- Net revenue per order, rounded to cents; NULL without orders rather than a misleading 0.
+    cast(round(purchases.revenue_lifetime / nullif(purchases.order_count, 0), 2) as double)
+        as average_order_value,
+    cast(favourite_categories.favourite_category as varchar) as favourite_category,
+    cast(activity.preferred_hour_of_day as integer) as preferred_hour_of_day,
+    cast({{ as_of() }} as timestamp) as computed_at
+
+from users_seen
+left join attributes on users_seen.user_id = attributes.user_id
+left join activity on users_seen.user_id = activity.user_id
+left join purchases on users_seen.user_id = purchases.user_id
+left join favourite_categories on users_seen.user_id = favourite_categories.user_id
