@@ -67,7 +67,11 @@ class SyncResult:
         Diff records the mode does not send (e.g. removes under ``upsert``).
     rows_unchanged
         Source records identical to what was last sent.
-    sample_adds, sample_removes
+    audience_size
+        Records in the source relation (the audience) when the run planned.
+    destination_location, destination_kind
+        Where the records went (a path or URL, never a secret) and the destination type.
+    sample_added, sample_removed
         A few record keys of each, for a quick look.
     rejected_sample
         A few ``(record_key, reason)`` pairs.
@@ -79,7 +83,7 @@ class SyncResult:
     mode: SyncMode
     dry_run: bool
     full_resync: bool
-    destination: str
+    destination_location: str
     destination_kind: str
     started_at: datetime
     finished_at: datetime
@@ -90,8 +94,9 @@ class SyncResult:
     rows_rejected: int = 0
     rows_skipped: int = 0
     rows_unchanged: int = 0
-    sample_adds: tuple[str, ...] = ()
-    sample_removes: tuple[str, ...] = ()
+    audience_size: int = 0
+    sample_added: tuple[str, ...] = ()
+    sample_removed: tuple[str, ...] = ()
     rejected_sample: tuple[tuple[str, str], ...] = ()
     error: str | None = None
 
@@ -107,14 +112,15 @@ class SyncResult:
         verb = "would send" if self.dry_run else "sent"
         lines = [
             head,
-            f"  destination: {self.destination_kind} {self.destination}",
+            f"  destination: {self.destination_kind} {self.destination_location}",
+            f"  audience: {self.audience_size:,} records",
             f"  {verb}: {self.rows_added:,} added, {self.rows_changed:,} changed, {self.rows_removed:,} removed"
             f"  |  unchanged {self.rows_unchanged:,}, rejected {self.rows_rejected:,}, not sent by mode {self.rows_skipped:,}",
         ]
-        if self.sample_adds:
-            lines.append(f"  e.g. added: {', '.join(self.sample_adds)}")
-        if self.sample_removes:
-            lines.append(f"  e.g. removed: {', '.join(self.sample_removes)}")
+        if self.sample_added:
+            lines.append(f"  e.g. added: {', '.join(self.sample_added)}")
+        if self.sample_removed:
+            lines.append(f"  e.g. removed: {', '.join(self.sample_removed)}")
         for key, reason in self.rejected_sample:
             lines.append(f"  rejected {key}: {reason}")
         if self.dry_run:
@@ -131,7 +137,8 @@ class SyncResult:
             "mode": self.mode.value,
             "dry_run": self.dry_run,
             "full_resync": self.full_resync,
-            "destination": self.destination,
+            "destination": self.destination_location,
+            "audience_size": self.audience_size,
             "rows_processed": self.rows_processed,
             "rows_added": self.rows_added,
             "rows_changed": self.rows_changed,
@@ -293,7 +300,7 @@ def _run_locked(
             mode=spec.sync_mode,
             dry_run=dry_run,
             full_resync=full_resync,
-            destination=destination.location,
+            destination_location=destination.location,
             destination_kind=destination.kind,
             started_at=started_at,
             finished_at=clock(),
@@ -304,8 +311,9 @@ def _run_locked(
             rows_rejected=counters.rejected,
             rows_skipped=plan.rows_skipped if plan else 0,
             rows_unchanged=plan.unchanged if plan else 0,
-            sample_adds=samples.get(Operation.ADD, ()),
-            sample_removes=samples.get(Operation.REMOVE, ()),
+            audience_size=plan.source_rows if plan else 0,
+            sample_added=samples.get(Operation.ADD, ()),
+            sample_removed=samples.get(Operation.REMOVE, ()),
             rejected_sample=tuple(counters.rejected_sample),
             error=error,
         )
