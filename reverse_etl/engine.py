@@ -6,8 +6,8 @@ marked in ``sync_state`` (in the same transaction as the run's counters and the 
 So a crash or a destination error at any point leaves a state that the next run can finish from:
 
 * a record destination acknowledges batch by batch, so the state holds exactly the batches it
-  accepted; a record sent but not yet marked when the process died is sent again (at least once —
-  the run id is there to de-duplicate);
+  accepted; a record sent but not yet marked when the process died is sent again (delivery
+  is at least once);
 * a snapshot destination (file) is all or nothing: the state moves only after the file is in place.
 """
 

@@ -98,3 +98,13 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
     digest = atomic_write(target, lambda out: out.write(b"new\n"))
     assert target.read_text() == "new\n" and digest == sha256_file(target)
+
+
+def test_an_emptied_audience_leaves_a_header_only_csv(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    out = tmp_path / "propensity.csv"
+    run_sync(con, spec("mirror"), CsvFileDestination(out))
+    con.execute("delete from predictions.purchase_propensity")
+    result = run_sync(con, spec("mirror"), CsvFileDestination(out))
+    assert (result.rows_removed, result.audience_size) == (12, 0)
+    assert out.read_text() == '"user_id","score","recommended_items","account"\n'
+    assert json.loads(out.with_name("propensity.csv.manifest.json").read_text())["row_count"] == 0
