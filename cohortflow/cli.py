@@ -107,7 +107,7 @@ def run(as_of: str | None, full_refresh: bool, verbose: bool) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     try:
-        summary = run_pipeline(as_of, full_refresh=full_refresh, log_level="DEBUG" if verbose else "WARNING")
+        summary = run_pipeline(as_of, full_refresh=full_refresh, verbose=verbose)
     except PipelineError as exc:
         _fail(str(exc))
     click.echo(summary.format_text())

@@ -6,6 +6,7 @@ instance at ``$DAGSTER_HOME`` (``.dagster_home`` by default) so they show up in 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class RunSummary:
     user_count: int = 0
     properties: list[str] = field(default_factory=list)
     syncs: list[SyncOutcome] = field(default_factory=list)
+    log_file: Path | None = None
 
     def format_text(self) -> str:
         lines = [
@@ -71,6 +73,8 @@ class RunSummary:
                     f"    {sync.name}: +{m.get('rows_added', 0):,} added, ~{m.get('rows_changed', 0):,} changed, "
                     f"-{m.get('rows_removed', 0):,} removed → {m.get('destination', '?')}"
                 )
+        if self.log_file is not None:
+            lines.append(f"  log: {self.log_file}")
         return "\n".join(lines)
 
 
@@ -94,7 +98,7 @@ def run_pipeline(
     *,
     warehouse: str | os.PathLike[str] | None = None,
     full_refresh: bool = False,
-    log_level: str = "WARNING",
+    verbose: bool = False,
 ) -> RunSummary:
     """Materialise every asset (dbt models, then syncs) in this process.
 
@@ -106,8 +110,9 @@ def run_pipeline(
         The DuckDB file (default: ``$COHORTFLOW_WAREHOUSE`` or ``warehouse/cohortflow.duckdb``).
     full_refresh
         Rebuild incremental dbt models from scratch.
-    log_level
-        Dagster's console log level (``DEBUG`` shows every step).
+    verbose
+        Stream Dagster's and dbt's step logs to the terminal; otherwise they go to a log file
+        beside the warehouse (``logs/run-<time>.log``), named in the summary and in any error.
 
     Raises
     ------
@@ -128,13 +133,23 @@ def run_pipeline(
 
     as_of_text = format_as_of(parse_as_of(as_of))
     run_config = run_config_for(as_of_text, full_refresh=full_refresh)
-    run_config["loggers"] = {"console": {"config": {"log_level": log_level}}}
+    run_config["loggers"] = {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}}
     job = defs.resolve_job_def(MAIN_JOB)
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False, tags={"as_of": as_of_text})
+    log_path = path.parent / "logs" / f"run-{datetime.now():%Y%m%dT%H%M%S}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with dg.DagsterInstance.get() as instance, open(log_path, "w") as log:
+        # dagster-dbt echoes every dbt log line to stdout and Dagster logs every step to stderr:
+        # keep the terminal for the summary, and the whole story in the log file.
+        with contextlib.ExitStack() as capture:
+            if not verbose:
+                capture.enter_context(contextlib.redirect_stdout(log))
+                capture.enter_context(contextlib.redirect_stderr(log))
+            result = job.execute_in_process(
+                run_config=run_config, instance=instance, raise_on_error=False, tags={"as_of": as_of_text}
+            )
         _clean_dbt_targets()
         if not result.success:
-            raise PipelineError(_failure_text(result))
+            raise PipelineError(_failure_text(result) + f"\n  full log: {log_path}")
         materializations = result.get_asset_materialization_events()
         checks = result.get_asset_check_evaluations()
         syncs = [
@@ -153,6 +168,7 @@ def run_pipeline(
             checks_passed=sum(1 for c in checks if c.passed),
             checks_failed=sum(1 for c in checks if not c.passed),
             syncs=syncs,
+            log_file=log_path,
         )
     _read_back(summary)
     return summary

@@ -1,6 +1,6 @@
 """The dbt project as Dagster assets: one asset per model, dbt tests as asset checks."""
+# No `from __future__ import annotations`: Dagster reads the Config annotations at runtime.
 
-from __future__ import annotations
 
 import shutil
 

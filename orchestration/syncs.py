@@ -1,6 +1,6 @@
 """One Dagster asset per declared sync, downstream of the dbt model it ships."""
+# No `from __future__ import annotations`: Dagster reads the Config annotations at runtime.
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -64,8 +64,13 @@ def test_dagster_dev_serves_the_asset_graph_and_stops_cleanly(isolated_env, dbt_
         assert nodes, "the UI did not answer GraphQL within 120 s"
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
         groups = {n["groupName"] for n in nodes}
-        assert {"stg_events", "user_properties", "cohort_memberships", "cart_abandoners_24h"} <= keys
-        assert any(k.startswith("syncs/") for k in keys), keys
+        assert {
+            "staging/stg_events",
+            "marts/user_properties",
+            "marts/cohort_memberships",
+            "cohorts/cart_abandoners_24h",
+            "syncs/cart_abandoners_24h_to_files",
+        } <= keys, keys
         assert {"staging", "marts", "cohorts", "syncs"} <= groups
     finally:
         started = time.monotonic()
