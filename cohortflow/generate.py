@@ -114,7 +114,7 @@ _OUT_OF_STOCK_SHARE = 0.05
 # Users.
 _PRE_PERIOD_SHARE = 0.35  # signed up before the period starts ...
 _PRE_PERIOD_DAYS = 365  # ... at most this long before it
-_ACTIVITY_SIGMA = 1.0  # lognormal spread of activity (mean 1)
+_ACTIVITY_SIGMA = 1.2  # lognormal spread of activity (mean 1)
 _MEAN_LIFETIME_DAYS = 150.0  # churn hazard for a user of activity 1 ...
 _LIFETIME_ACTIVITY_POWER = 0.5  # ... active users stay longer
 _TASTE_FOCUS_SIZES = (1, 2, 3)
@@ -139,8 +139,8 @@ _BOUNCE_SHARE = 0.12  # sessions without a single item view
 _EXTRA_VIEWS_MEAN = 2.3  # views per non-bounce session = 1 + Poisson(this)
 _GAP_MIN_S, _GAP_MEAN_S = 3.0, 35.0  # before each view
 _DWELL_MIN_S, _DWELL_MEAN_S = 5.0, 40.0  # on each item page
-_CART_BETA = (2.0, 7.0)  # per-user probability that a view ends in add_to_cart
-_CHECKOUT_BETA = (2.5, 3.0)  # per-user probability that a session with a cart checks out
+_CART_BETA = (1.5, 5.5)  # per-user probability that a view ends in add_to_cart
+_CHECKOUT_BETA = (1.2, 1.8)  # per-user probability that a session with a cart checks out
 _DROPPED_AT_CHECKOUT = 0.10  # cart lines removed at checkout
 _CHECKOUT_MIN_S, _CHECKOUT_MEAN_S = 20.0, 90.0
 _QUANTITY_P = 0.8  # geometric: quantity 1 with probability 0.8
