@@ -11,20 +11,16 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from hand_events import FIXTURE_DIR, MOMENTS, expected_user_properties, read_table
 
 from cohortflow.warehouse import connect
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "hand_events"
-EXPECTED = yaml.safe_load((FIXTURE_DIR / "expected.yml").read_text())
-MOMENTS = [EXPECTED, *EXPECTED["time_travel"]]
 
 # What Python code may rely on (column order included): the contracts of the marts and cohort tables.
 USER_PROPERTIES_COLUMNS = [
@@ -118,33 +114,6 @@ def hand_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     warehouse = tmp_path_factory.mktemp("dbt_hand_events") / "cohortflow.duckdb"
     load_hand_events(warehouse)
     return warehouse
-
-
-def normalise(value: Any) -> Any:
-    """Database values in expected.yml's notation: 'YYYY-MM-DD HH:MM:SS' times, money to the cent."""
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return round(value, 2)
-    return value
-
-
-def read_table(warehouse: Path, relation: str) -> tuple[list[str], list[dict[str, Any]]]:
-    con = connect(warehouse, read_only=True)
-    try:
-        cursor = con.execute(f"select * from {relation}")
-        columns = [description[0] for description in cursor.description]
-        rows = [dict(zip(columns, map(normalise, row))) for row in cursor.fetchall()]
-    finally:
-        con.close()
-    return columns, rows
-
-
-def expected_user_properties(moment: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        user_id: {**{k: normalise(v) for k, v in values.items()}, "computed_at": moment["computed_at"]}
-        for user_id, values in moment["user_properties"].items()
-    }
 
 
 @pytest.mark.parametrize("moment", MOMENTS, ids=[m["as_of"] for m in MOMENTS])
