@@ -1,0 +1,90 @@
+"""The whole Dagster graph, materialised in process on generated data in a temporary warehouse."""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cohortflow import warehouse
+from cohortflow.generate import generate
+from cohortflow.ingest import ingest_files
+from cohortflow.pipeline import PipelineError, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+END = datetime(2026, 11, 1)
+
+
+def load_sample(path: Path, data_dir: Path) -> datetime:
+    generate(data_dir, users=400, days=45, seed=7, end=END)
+    con = warehouse.connect(path)
+    try:
+        ingest_files(con, [data_dir / "items.csv"], "csv", entity="items")
+        ingest_files(con, [data_dir / "users.csv"], "csv", entity="users")
+        ingest_files(con, sorted(data_dir.glob("events-*.jsonl.gz")), "amplitude-export")
+        return con.execute("select max(event_time) from raw.events").fetchone()[0]
+    finally:
+        con.close()
+
+
+def members(path: Path, relation: str) -> set[str]:
+    con = warehouse.connect(path, read_only=True)
+    try:
+        return {row[0] for row in con.execute(f"select user_id from {relation}").fetchall()}
+    finally:
+        con.close()
+
+
+def file_members(path: Path) -> set[str]:
+    with path.open(newline="") as handle:
+        return {row["user_id"] for row in csv.DictReader(handle)}
+
+
+def test_whole_graph_materialises_and_syncs_track_membership(isolated_env: Path, tmp_path: Path) -> None:
+    last_event = load_sample(isolated_env, tmp_path / "sample")
+    earlier = last_event - timedelta(days=3)
+
+    first = run_pipeline(earlier)
+    assert first.checks_failed == 0 and first.checks_passed > 50
+    assert first.assets_materialized >= 17  # every dbt model and both syncs
+    sizes = {c.cohort_id: c.size for c in first.cohorts}
+    assert set(sizes) == {"cart_abandoners_24h", "repeat_buyers_90d", "new_users_7d_without_purchase"}
+    assert all(size > 0 for size in sizes.values()), sizes  # the generator makes every example cohort non-empty
+    assert first.user_count > 300 and "favourite_category" in first.properties
+
+    cart_file = isolated_env.parent / "destinations" / "cart_abandoners_24h_to_files.csv"
+    before = members(isolated_env, "cohorts.cart_abandoners_24h")
+    assert file_members(cart_file) == before
+    first_sync = {s.name: s.metadata for s in first.syncs}["cart_abandoners_24h_to_files"]
+    assert first_sync["rows_added"] == len(before) and first_sync["rows_removed"] == 0
+
+    # Three days later membership churns; the sync reports exactly the set differences.
+    second = run_pipeline(last_event)
+    after = members(isolated_env, "cohorts.cart_abandoners_24h")
+    assert before != after
+    second_sync = {s.name: s.metadata for s in second.syncs}["cart_abandoners_24h_to_files"]
+    assert second_sync["rows_added"] == len(after - before)
+    assert second_sync["rows_removed"] == len(before - after)
+    assert file_members(cart_file) == after
+
+
+def test_a_failing_dbt_test_fails_the_run_with_the_reason(isolated_env: Path, tmp_path: Path) -> None:
+    load_sample(isolated_env, tmp_path / "sample")
+    con = warehouse.connect(isolated_env)
+    try:
+        # Two events with one event_id: the staging uniqueness test must stop the run before any sync.
+        con.execute("insert into raw.events select * from raw.events limit 1")
+    finally:
+        con.close()
+    with pytest.raises(PipelineError, match=r"cohortflow_dbt_models") as error:
+        run_pipeline()
+    assert "full log:" in str(error.value)
+    assert not (isolated_env.parent / "destinations" / "cart_abandoners_24h_to_files.csv").exists()
+
+
+def test_missing_warehouse_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="does not exist: run `cohortflow ingest`"):
+        run_pipeline(warehouse=tmp_path / "nothing.duckdb")
