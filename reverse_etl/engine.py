@@ -5,15 +5,17 @@ The order is the product's safety promise. The plan is computed against what was
 marked in ``sync_state`` (in the same transaction as the run's counters and the per-record log).
 So a crash or a destination error at any point leaves a state that the next run can finish from:
 
-* a record destination acknowledges batch by batch, so the state holds exactly the batches it
-  accepted; a record sent but not yet marked when the process died is sent again (delivery
-  is at least once);
+* a record destination acknowledges batch by batch; acknowledged batches are marked every few
+  seconds and always before a failure is recorded, so after an error the state holds exactly
+  the batches it accepted. Batches acknowledged but not yet marked when the process was killed
+  are sent again (delivery is at least once);
 * a snapshot destination (file) is all or nothing: the state moves only after the file is in place.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +41,12 @@ from reverse_etl.state import STATE_SCHEMA, ensure_state_tables
 logger = logging.getLogger("reverse_etl")
 
 SAMPLE_SIZE = 5
+# Acknowledged batches are marked together once this many records or seconds have piled up: each
+# mark is a warehouse commit (an fsync), which would otherwise cap a 75-record-batch API at a few
+# hundred records a second. Marks are flushed before a failure is recorded, so only a killed
+# process can lose them (those records are then sent again: delivery is at least once).
+MARK_EVERY_RECORDS = 50_000
+MARK_EVERY_SECONDS = 2.0
 
 STATUS_RUNNING = "running"
 STATUS_SUCCEEDED = "succeeded"
@@ -426,8 +434,21 @@ def _send_records(
     spec: SyncSpec,
     mark: Callable[[list[_Span]], None],
 ) -> None:
-    """Send batch by batch; mark each batch as soon as the destination acknowledges it."""
+    """Send batch by batch; mark acknowledged batches in groups (see ``MARK_EVERY_RECORDS``)."""
     size = min(spec.batch_size, destination.max_batch_size or spec.batch_size)
+    pending: list[_Span] = []
+    pending_records = 0
+    last_mark = time.monotonic()
+
+    def flush() -> None:
+        nonlocal pending_records, last_mark
+        if pending:
+            spans = pending.copy()
+            # Cleared first: if the mark itself fails, those records are simply sent again.
+            pending.clear()
+            pending_records, last_mark = 0, time.monotonic()
+            mark(spans)
+
     destination.begin(run)
     succeeded = False
     position = 0  # batches cover send positions 1..n contiguously, in order
@@ -446,8 +467,29 @@ def _send_records(
                     f"sync {spec.name!r}: {destination.kind} destination rejected key(s) not in batch {batch.sequence}: "
                     f"{sorted(unknown)[:SAMPLE_SIZE]}"
                 )
-            mark([(batch.operation, position + 1, position + len(batch), rejected)])
+            _add_span(pending, (batch.operation, position + 1, position + len(batch), rejected))
             position += len(batch)
+            pending_records += len(batch)
+            if pending_records >= MARK_EVERY_RECORDS or time.monotonic() - last_mark >= MARK_EVERY_SECONDS:
+                flush()
+        flush()
         succeeded = True
+    except BaseException:
+        # What the destination acknowledged before the failure must not be sent again.
+        try:
+            flush()
+        except Exception:
+            logger.exception("sync %s: could not mark acknowledged batches after a failure; they will be resent", spec.name)
+        raise
     finally:
         destination.finish(run, succeeded=succeeded)
+
+
+def _add_span(spans: list[_Span], span: _Span) -> None:
+    """Append ``span``, merging it into the last one when it continues the same operation."""
+    if spans:
+        operation, low, high, rejected = spans[-1]
+        if operation is span[0] and high + 1 == span[1]:
+            spans[-1] = (operation, low, span[2], {**rejected, **span[3]})
+            return
+    spans.append(span)

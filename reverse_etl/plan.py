@@ -35,6 +35,9 @@ from reverse_etl.state import STATE_SCHEMA, ensure_state_tables
 # Removes first: a capped destination (audience size limits) gets room before adds arrive.
 SEND_ORDER: tuple[Operation, ...] = (Operation.REMOVE, Operation.CHANGE, Operation.ADD)
 _OPERATION_RANK = {op: rank for rank, op in enumerate(SEND_ORDER)}
+# Records read from DuckDB per query when batching: each read scans the plan's source copy, so
+# small destination batches (Braze takes 75) are cut from larger reads rather than read one by one.
+FETCH_SIZE = 50_000
 # How many duplicate / NULL keys an error message quotes.
 _BAD_KEYS_SHOWN = 3
 
@@ -258,11 +261,19 @@ class SyncPlan:
         query = self._records_query(op, "true") + f" order by _cf_record_key limit {int(limit)}"
         return self._con.sql(query).to_arrow_table().remove_column(0).to_pylist()
 
-    def batches(self, batch_size: int | None = None, operations: Iterable[Operation] | None = None) -> Iterator[ChangeBatch]:
+    def batches(
+        self,
+        batch_size: int | None = None,
+        operations: Iterable[Operation] | None = None,
+        *,
+        fetch_size: int = FETCH_SIZE,
+    ) -> Iterator[ChangeBatch]:
         """Yield the records the mode sends, one operation per batch, removes first.
 
-        Each batch is read whole before it is yielded, so the caller may write to the warehouse
-        (mark a batch as sent) between batches.
+        Batches come in send order and cover the send positions without gaps, so batch after
+        batch the positions run 1, 2, ... ``rows_to_send``. Records are read from DuckDB in
+        chunks of ``fetch_size`` and fully read before a batch is yielded, so the caller may write
+        to the warehouse (mark a batch as sent) between batches.
 
         Parameters
         ----------
@@ -270,20 +281,26 @@ class SyncPlan:
             Records per batch; default ``spec.batch_size``.
         operations
             Restrict to these operations (default: all that the mode sends).
+        fetch_size
+            Records per read from DuckDB (at least ``batch_size``).
         """
         size = batch_size or self.spec.batch_size
+        # A whole number of batches per read, so that only an operation's last batch is short.
+        fetch = max(size, fetch_size // size * size)
         wanted = set(operations) if operations is not None else set(Operation)
         sequence = 0
         for op, (low, high) in self._send_ranges().items():
             if op not in wanted:
                 continue
-            for start in range(low, high + 1, size):
-                end = min(start + size - 1, high)
+            for start in range(low, high + 1, fetch):
+                end = min(start + fetch - 1, high)
                 query = self._records_query(op, f"d.send_seq between {start} and {end}") + " order by x.send_seq"
-                table = self._con.sql(query).to_arrow_table()
-                sequence += 1
-                keys = tuple(table.column(0).to_pylist())
-                yield ChangeBatch(operation=op, sequence=sequence, keys=keys, records=table.remove_column(0))
+                chunk = self._con.sql(query).to_arrow_table()
+                for offset in range(0, chunk.num_rows, size):
+                    part = chunk.slice(offset, size)
+                    sequence += 1
+                    keys = tuple(part.column(0).to_pylist())
+                    yield ChangeBatch(operation=op, sequence=sequence, keys=keys, records=part.remove_column(0))
 
     def _send_ranges(self) -> dict[Operation, tuple[int, int]]:
         """``send_seq`` range per operation; sequences are contiguous in SEND_ORDER."""

@@ -218,6 +218,13 @@ def test_record_destination_failure_keeps_what_was_acknowledged(con: duckdb.Duck
     ).fetchone() == (["failed", "succeeded"],)
 
 
+def test_a_destination_batch_cap_is_respected(con: duckdb.DuckDBPyConnection) -> None:
+    capped = InMemoryDestination(max_batch_size=2)  # smaller than the sync's batch_size of 3
+    run(con, capped)
+    assert [n for _, _, n in capped.batches] == [2, 2, 2, 2, 2]
+    assert len(capped.records) == 10
+
+
 class PickyApi(InMemoryDestination):
     """Rejects e-mails on a blocked domain, like a partner refusing single records."""
 

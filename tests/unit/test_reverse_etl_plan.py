@@ -107,6 +107,16 @@ def test_removes_are_sent_first_and_batches_hold_one_operation(con: duckdb.DuckD
     assert shape == [("remove", 2, 1), ("add", 2, 2), ("add", 2, 3), ("add", 1, 4)]
 
 
+def test_batches_are_cut_from_larger_reads_without_short_batches_in_between(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("insert into cohorts.vip select 'n' || i, 'n@x.io', i, 'JP' from range(7) t(i)")
+    with plan_sync(con, spec()) as plan:
+        batches = list(plan.batches(batch_size=2, fetch_size=5))
+    assert [len(b) for b in batches] == [2, 2, 2, 2, 2, 1]
+    assert [b.sequence for b in batches] == [1, 2, 3, 4, 5, 6]
+    keys = [k for b in batches for k in b.keys]
+    assert keys == sorted(keys) and len(set(keys)) == 11
+
+
 def test_full_resync_resends_everything_but_still_removes(con: duckdb.DuckDBPyConnection, tmp_path) -> None:  # type: ignore[no-untyped-def]
     sync(con, spec(), InMemoryDestination(), tmp_path)
     con.execute("delete from cohorts.vip where user_id = 'u4'")
