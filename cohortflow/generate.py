@@ -132,7 +132,7 @@ _PLANS = (("monthly", 9.99), ("annual", 99.0))
 _CONSENT_SHARE = 0.78
 
 # Sessions and the funnel.
-_SESSIONS_PER_DAY = 0.71  # mean sessions per active user-day at activity 1, before seasonality
+_SESSIONS_PER_DAY = 0.77  # mean sessions per active user-day at activity 1, before seasonality
 _WEEKDAY_FACTOR = np.array([0.90, 0.88, 0.92, 0.97, 1.08, 1.15, 1.10])  # Monday .. Sunday
 _MIN_SESSION_GAP_US = 45 * 60 * SECOND_US  # a user's sessions never overlap
 _BOUNCE_SHARE = 0.12  # sessions without a single item view
@@ -140,7 +140,7 @@ _EXTRA_VIEWS_MEAN = 2.3  # views per non-bounce session = 1 + Poisson(this)
 _GAP_MIN_S, _GAP_MEAN_S = 3.0, 35.0  # before each view
 _DWELL_MIN_S, _DWELL_MEAN_S = 5.0, 40.0  # on each item page
 _CART_BETA = (1.5, 5.5)  # per-user probability that a view ends in add_to_cart
-_CHECKOUT_BETA = (1.2, 1.8)  # per-user probability that a session with a cart checks out
+_CHECKOUT_BETA = (0.9, 1.6)  # per-user probability that a session with a cart checks out
 _DROPPED_AT_CHECKOUT = 0.10  # cart lines removed at checkout
 _CHECKOUT_MIN_S, _CHECKOUT_MEAN_S = 20.0, 90.0
 _QUANTITY_P = 0.8  # geometric: quantity 1 with probability 0.8
