@@ -52,7 +52,7 @@ def build_sync_asset(declaration: SyncDeclaration, source_key: dg.AssetKey) -> d
         metadata={
             "model": declaration.model_name,
             "destination": declaration.destination.name,
-            "mode": spec.mode,
+            "mode": spec.sync_mode.value,
             "primary_key": ", ".join(spec.primary_key),
             "schedule": declaration.schedule,
             "declared_in": declaration.declared_in,
