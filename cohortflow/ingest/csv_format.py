@@ -132,7 +132,8 @@ def _property_value(name: str, expr: str, m: CsvMapping) -> tuple[str, list[Chec
         return (f"case when {v} is not null then to_json(strftime({ts}, '%Y-%m-%dT%H:%M:%SZ')) end",
                 [(f"{v} is not null and {ts} is null", "'invalid_time'",
                   f"'{_sq(name)} ' || {shown(v)} || ' is not a time (epoch ms, ISO-8601 or the mapping''s time_format)'")])
-    return f"to_json({v})", []
+    # Plain strings land as written (the raw layer keeps '  Bruno@Example.COM '; cleaning is downstream).
+    return f"case when {v} is not null then to_json({expr}) end", []
 
 
 def _sq(text: str) -> str:
@@ -225,8 +226,7 @@ def _stage_sql(recs: CsvRecords, r: _Resolved, m: CsvMapping, ctx: FileContext) 
                "item_properties": _json_object_sql(prop_values), "updated_at": updated or ts_lit(ctx.now)}
     checks += prop_checks
 
-    # The original record, as a JSON object of header -> value (DuckDB does not keep the raw line).
-    payload = "json_object(" + ", ".join(f"{lit(c)}, {ident(c)}" for c in recs.columns) + ")::varchar"
+    payload = recs.payload_sql()
     failed = failed_check(checks) if checks else "null::integer"
     outputs = ", ".join(f"case when failed is null then {expr} end as {name}" if name != "target" else f"{expr} as target"
                         for name, expr in out.items())

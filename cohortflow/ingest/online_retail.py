@@ -66,7 +66,7 @@ def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileCo
         # Last, so that guest lines still count for the item catalogue (they passed every other check).
         (f"{customer} is null", "'missing_customer_id'", "'CustomerID is empty (guest checkout)'"),
     ]
-    payload = "concat_ws(',', " + ", ".join(f"coalesce({col[c]}, '')" for c in COLUMNS if c in recs.columns) + ")"
+    payload = recs.payload_sql()
     con.execute(f"""
         create temp table {parsed} as
         with t as (

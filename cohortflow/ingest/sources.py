@@ -199,6 +199,22 @@ class CsvRecords:
     table: str
     malformed: str
     columns: tuple[str, ...]
+    delimiter: str = ","
+
+    def payload_sql(self, columns: tuple[str, ...] | None = None) -> str:
+        """SQL rebuilding a record's original CSV line from its values (DuckDB keeps no raw line).
+
+        Values are quoted only when they need it, as CSV writers do, so a normally written
+        line comes back byte for byte.
+        """
+        d = lit(self.delimiter)
+        parts = []
+        for c in columns or self.columns:
+            v = ident(c)
+            parts.append(f"case when {v} is null then '' when contains({v}, {d}) or contains({v}, '\"') "
+                         f"or contains({v}, chr(10)) or contains({v}, chr(13)) "
+                         f"then '\"' || replace({v}, '\"', '\"\"') || '\"' else {v} end")
+        return f"concat_ws({d}, {', '.join(parts)})"
 
 
 def load_csv_records(con: duckdb.DuckDBPyConnection, path: Path, prefix: str) -> CsvRecords:
@@ -230,6 +246,8 @@ def load_csv_records(con: duckdb.DuckDBPyConnection, path: Path, prefix: str) ->
     except duckdb.Error as exc:
         raise IngestError(f"{path}: cannot be read as CSV: {_first_line(exc)}") from None
     columns = tuple(r[0] for r in con.execute(f"describe {table}").fetchall() if r[0] != "__record")
+    sniffed = con.execute(f"select Delimiter from sniff_csv({lit(str(path))}, header = true, "
+                          f"compression = {lit(compression)}, ignore_errors = true)").fetchone()
     con.execute(f"""
         create temp table {malformed} as
         select line as source_row,
@@ -245,7 +263,8 @@ def load_csv_records(con: duckdb.DuckDBPyConnection, path: Path, prefix: str) ->
         select t.__record + 1 + coalesce(g.j, 0) as __source_row, t.* exclude (__record)
         from {table} t asof left join g on t.__record > g.good_before""")
     con.execute(f"drop table if exists {rejects}; drop table if exists {scans}")
-    return CsvRecords(table=table, malformed=malformed, columns=columns)
+    return CsvRecords(table=table, malformed=malformed, columns=columns,
+                      delimiter=sniffed[0] if sniffed and sniffed[0] else ",")
 
 
 def _first_chunk(path: Path) -> Iterator[bytes]:

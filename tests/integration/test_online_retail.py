@@ -1,0 +1,76 @@
+"""The real UCI Online Retail file (541,909 lines) through `ingest --format online-retail`."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cohortflow.ingest import ingest_files
+
+pytestmark = pytest.mark.slow  # about 6 s: the whole real file
+
+DATA = Path(__file__).resolve().parents[3] / "shared/data/online_retail/online_retail.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def loaded() -> tuple[duckdb.DuckDBPyConnection, object]:
+    if not DATA.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{DATA} is missing in CI")
+        pytest.skip(f"{DATA} not present")
+    con = duckdb.connect()
+    summary = ingest_files(con, [DATA], "online-retail", now=datetime(2024, 1, 1))
+    return con, summary
+
+
+def test_every_line_is_accounted_for(loaded: tuple) -> None:
+    con, summary = loaded
+    result = summary.files[0]
+    assert result.rows_read == 541_909
+    assert result.rows_loaded + result.rows_rejected == 541_909
+    assert result.rows_duplicate == 0  # repeated identical lines are distinct purchases, all loaded
+    assert result.rejected_by_reason == {"missing_customer_id": 135_080}
+    assert con.execute("select count(*) from raw.events").fetchone()[0] == 406_829
+    assert con.execute("select count(*) from raw.rejected_events").fetchone()[0] == 135_080
+
+
+def test_customers_land_once_each(loaded: tuple) -> None:
+    con, summary = loaded
+    assert con.execute("select count(distinct user_id) from raw.events").fetchone()[0] == 4_372
+    assert summary.files[0].users_loaded == 4_372
+    assert con.execute("select count(*), count(distinct user_id) from raw.users").fetchone() == (4_372, 4_372)
+    assert con.execute("select count(*) from raw.users where contains(user_id, '.')").fetchone()[0] == 0
+
+
+def test_cancellations_are_typed(loaded: tuple) -> None:
+    con, _ = loaded
+    got = dict(con.execute("select starts_with(event_id, 'C'), count(*) from raw.events "
+                           "where event_type = 'cancel_purchase' group by 1").fetchall())
+    assert got == {True: 8_905}  # the 9,288 'C' lines minus those without a customer
+    assert con.execute("select count(*) from raw.events where event_type = 'purchase' and "
+                       "starts_with(event_id, 'C')").fetchone()[0] == 0
+
+
+def test_summer_invoice_is_converted_from_bst(loaded: tuple) -> None:
+    con, _ = loaded
+    # Invoice 556021 was written on 2011-06-08 at 12:03 London time (BST, UTC+1).
+    times = con.execute("select distinct event_time from raw.events where json_extract_string(event_properties, "
+                        "'$.invoice_no') = '556021'").fetchall()
+    assert times == [(datetime(2011, 6, 8, 11, 3),)]
+    # ...and a winter one stays as written (GMT = UTC)
+    assert con.execute("select distinct event_time from raw.events where event_id like '536365-%'").fetchall() == [
+        (datetime(2010, 12, 1, 8, 26),)]
+
+
+def test_items_catalogue(loaded: tuple) -> None:
+    con, summary = loaded
+    assert summary.files[0].items_loaded == con.execute("select count(distinct item_id) from raw.items").fetchone()[0]
+    assert con.execute("select item_name from raw.items where item_id = '85123A'").fetchone()[0] == \
+        "WHITE HANGING HEART T-LIGHT HOLDER"
+    non_products = {r[0] for r in con.execute("select item_id from raw.items where category = 'non_product'").fetchall()}
+    assert {"POST", "DOT", "M", "BANK CHARGES", "AMAZONFEE", "gift_0001_20"} <= non_products
+    assert "85123A" not in non_products
