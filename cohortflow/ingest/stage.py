@@ -117,20 +117,23 @@ def write_stage(con: duckdb.DuckDBPyConnection, stage: str, ctx: FileContext) ->
     n_candidates = by_target.get("events", 0)
     if n_candidates:
         event_id = f"coalesce(insert_id, {lit(ctx.sha256[:16] + ':')} || source_row)"
-        # Repeats inside the stage are rare; only pay for the window when there are any.
-        has_repeats = con.execute(
-            f"select count(*) <> count(distinct {event_id}) from {stage} where reason is null and target = 'events'"
-        ).fetchone()[0]
-        first_only = ("qualify row_number() over (partition by event_id order by source_row) = 1"
-                      if has_repeats else "")
+        # Ids repeated inside the stage (retried uploads in one file) are few: find them with one
+        # aggregate, then keep only their first row; a window over every row would cost far more.
+        repeats = f"{ctx.prefix}_repeats"
+        con.execute(f"""
+            create or replace temp table {repeats} as
+            select {event_id} as event_id, min(source_row) as first_row from {stage}
+            where reason is null and target = 'events' group by 1 having count(*) > 1""")
         inserted = con.execute(f"""
             insert into {RAW_SCHEMA}.events
-            select event_id, insert_id, user_id, device_id, event_type, event_time, session_id,
+            select c.event_id, insert_id, user_id, device_id, event_type, event_time, session_id,
                    coalesce(event_properties, '{{}}'), coalesce(user_properties, '{{}}'),
                    {fmt}, {src}, source_row, {now}
-            from (select *, {event_id} as event_id from {stage}
-                  where reason is null and target = 'events' {first_only}) c
-            where not exists (select 1 from {RAW_SCHEMA}.events e where e.event_id = c.event_id)""").fetchone()[0]
+            from (select *, {event_id} as event_id from {stage} where reason is null and target = 'events') c
+            left join {repeats} r on r.event_id = c.event_id
+            where (r.first_row is null or c.source_row = r.first_row)
+              and not exists (select 1 from {RAW_SCHEMA}.events e where e.event_id = c.event_id)""").fetchone()[0]
+        con.execute(f"drop table {repeats}")
         counts.rows_loaded += inserted
         counts.rows_duplicate += n_candidates - inserted
 
