@@ -496,8 +496,11 @@ def _simulate_chunk(pop: Population, catalogue: Catalogue, lo: int, hi: int, see
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM_SESSIONS, chunk]))
     n_users = hi - lo
-    days = (pop.end_us - pop.start_us) // DAY_US
-    day_start = pop.start_us + np.arange(days, dtype=np.int64) * DAY_US
+    # Calendar days (00:00 UTC), so that hours of day mean the same whatever time ``end`` has;
+    # the partial first and last days are cut to the period by the activity window below.
+    first_day = pop.start_us // DAY_US * DAY_US
+    n_days = -(-(pop.end_us - first_day) // DAY_US)
+    day_start = first_day + np.arange(n_days, dtype=np.int64) * DAY_US
     weekday = (day_start // DAY_US + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
 
     active_from = np.maximum(pop.signup_us[lo:hi], pop.start_us)
@@ -767,6 +770,8 @@ def generate(
     if not isinstance(progress, bool):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     end_at = _resolve_end(end)
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+        raise ValueError(f"out_dir must be a folder path, got {out_dir!r}")
     target = Path(out_dir)
     if target.exists() and not target.is_dir():
         raise ValueError(f"out_dir {str(target)!r} exists and is not a folder")

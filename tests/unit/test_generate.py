@@ -333,6 +333,18 @@ def test_events_cluster_around_the_preferred_hour(dataset, population) -> None:
     assert ((population.preferred_hour >= 19) & (population.preferred_hour <= 21)).mean() > 0.3
 
 
+def test_an_end_that_is_not_midnight_keeps_hours_and_bounds(tmp_path: Path) -> None:
+    end = datetime(2025, 3, 3, 15, 30)
+    summary = generate(tmp_path, users=200, days=10, seed=11, end=end)
+    events = to_frame([e for lines in read_lines(tmp_path).values() for e in lines])
+    assert events["time"].min() >= end - timedelta(days=10) and events["time"].max() < end
+    assert summary.period_start == (end - timedelta(days=10)).replace(tzinfo=timezone.utc)
+    population = sample_population(200, 10, 11, end)
+    hour = events["time"].dt.hour + events["time"].dt.minute / 60
+    distance = np.abs(hour.to_numpy() - population.preferred_hour[events["user_index"].to_numpy()])
+    assert np.mean(np.minimum(distance, 24 - distance) <= 2) > 0.7
+
+
 def test_activity_drives_sessions_with_weekly_seasonality(dataset, population) -> None:
     _, _, events = dataset
     sessions = events[events["event_type"] == "session_start"]
@@ -395,6 +407,8 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     target.write_text("x")
     with pytest.raises(ValueError, match="out_dir"):
         generate(target, users=5, days=2)
+    with pytest.raises(ValueError, match="^out_dir "):
+        generate(None, users=5, days=2)  # type: ignore[arg-type]
 
 
 def test_progress_bar_reports_users(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
