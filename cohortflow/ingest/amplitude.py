@@ -64,7 +64,8 @@ def looks_like_document(path: Path) -> bool:
                     break
         break
     try:
-        json.loads(read_all_text(path))
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which the SQL side does not.
+        json.loads(read_all_text(path).decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         return False
     return True
