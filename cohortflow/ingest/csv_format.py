@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,8 +151,6 @@ def _json_object_sql(values: dict[str, str]) -> str:
 
 
 def _json_key(name: str) -> str:
-    import json
-
     return json.dumps(name)
 
 

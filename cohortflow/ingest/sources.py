@@ -285,4 +285,4 @@ def temp_prefix() -> str:
 
 
 __all__ = ["CsvRecords", "DEFAULT_BLOCK_BYTES", "iter_line_blocks", "lines_table", "load_csv_records",
-           "read_all_text", "sha256_of", "temp_prefix", "ident"]
+           "read_all_text", "sha256_of", "temp_prefix"]
