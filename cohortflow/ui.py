@@ -35,6 +35,9 @@ def exec_dagster_dev(host: str = "127.0.0.1", port: int = 3000) -> None:
     ensure_manifest()
     os.environ[WAREHOUSE_ENV_VAR] = str(warehouse_path())
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    # dagster-dbt's prepare_if_dev() looks for `dbt` on PATH: make it this environment's dbt.
+    venv_bin = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([venv_bin, os.environ.get("PATH", "")])
     print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); Ctrl-C stops it.", flush=True)
     os.chdir(PROJECT_ROOT)
     reset_signals()

@@ -16,6 +16,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 QUERY = "{ assetNodes { assetKey { path } groupName } }"
+LOCATIONS = (
+    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+    "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+)
 
 
 def _free_port() -> int:
@@ -54,9 +58,11 @@ def test_dagster_dev_serves_the_asset_graph_and_stops_cleanly(isolated_env, dbt_
                 log.seek(0)
                 pytest.fail(f"dagster dev exited early ({process.returncode}):\n{log.read()[-4000:]}")
             try:
-                payload = _graphql(port, QUERY)
-                nodes = payload.get("data", {}).get("assetNodes")
-                if nodes:
+                entries = _graphql(port, LOCATIONS)["data"]["workspaceOrError"]["locationEntries"]
+                if entries and entries[0]["loadStatus"] == "LOADED":
+                    loaded = entries[0]["locationOrLoadError"]
+                    assert loaded["__typename"] == "RepositoryLocation", f"code location failed to load: {loaded}"
+                    nodes = _graphql(port, QUERY)["data"]["assetNodes"]
                     break
             except OSError:
                 pass
@@ -83,7 +89,13 @@ def test_dagster_dev_serves_the_asset_graph_and_stops_cleanly(isolated_env, dbt_
         stopped_in = time.monotonic() - started
         log.close()
     assert stopped_in < 30
-    # Nothing of the UI may outlive it (webserver and code-server children included).
-    time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
-    assert not leftovers, f"processes left behind: {leftovers}"
+    # Nothing of the UI may outlive it for long (webserver, daemon and code-server children included).
+    leftovers: list[str] = []
+    for _ in range(20):
+        leftovers = subprocess.run(
+            ["ps", "-o", "pid=,args=", "-g", str(process.pid)], capture_output=True, text=True
+        ).stdout.splitlines()
+        if not leftovers:
+            break
+        time.sleep(0.5)
+    assert not leftovers, "processes left behind:\n" + "\n".join(leftovers)
