@@ -1,0 +1,29 @@
+"""Fixtures for integration tests that need servers: one real PostgreSQL for the whole session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from postgres_server import PostgresServer, PostgresUnavailable, start_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL server with an empty `cohortflow` database, stopped and deleted at the end.
+
+    When it cannot start (binaries missing, not allowed to run as `postgres`, ...), CI fails
+    (CI=true: .ci/run installs PostgreSQL, so a missing server there is a bug); elsewhere the test skips
+    with the reason.
+    """
+    try:
+        server = start_server()
+    except PostgresUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL could not be started in CI: {error}")
+        pytest.skip(f"PostgreSQL could not be started: {error}")
+    try:
+        yield server
+    finally:
+        server.cleanup()
