@@ -1,0 +1,377 @@
+{#-
+  Computed properties: one value per user, each declared in one line and compiled by
+  `computed_properties([...])` into one grouped scan of the events (plus one small ranked query per
+  first / last / most-frequent / unique-list property).
+
+      {{ computed_properties([
+          event_count('view_count_7d', 'view_item', within=last(7, 'days')),
+          aggregate('max_price_viewed_30d', 'max', 'price', event='view_item', within=last(30, 'days')),
+          first_value('first_purchased_category', 'category', event='purchase'),
+          last_value('last_viewed_item_id', 'item_id', event='view_item'),
+          most_frequent('most_viewed_category_30d', 'category', event='view_item', within=last(30, 'days')),
+          unique_list('categories_purchased', 'category', event='purchase'),
+          unique_count('distinct_items_viewed_30d', 'item_id', event='view_item', within=last(30, 'days'),
+                       where=[where('price', '>', 0)]),
+      ]) }}
+
+  Arguments every constructor takes:
+    name    the column name (lower_snake_case, unique in the list);
+    event   an event_type, a list of them, or '*' for any event (required: "any" must be said);
+    within  a window from windows.sql (last / since / between / within_first / ever); default ever();
+    where   a predicate or list of predicates from where(...), all of which must hold.
+
+  Semantics (docs/properties.md has the full table):
+    - NULL property values are ignored everywhere: sum / min / max / avg skip them, first / last value
+      is the first / last event whose value is not NULL, most_frequent / unique_list / unique_count
+      never return or count NULL. event_count counts events whatever their properties.
+    - Users without a matching event get 0 for event_count, unique_count and sum, NULL otherwise.
+    - Ties: first / last value by (event_at, event_id); most_frequent by count, then the alphabetically
+      first value; unique_list is sorted and ','-joined ('books,shoes').
+    - Types: counts bigint, aggregates double precision, everything else varchar (numbers written by
+      `property_value_text`, so DuckDB and Postgres write the same text).
+
+  Wrong arguments fail at compile time naming the model and the argument (cohortflow_fail).
+-#}
+
+{% macro property_kinds() -%}
+  {{- return(['event_count', 'aggregate', 'first_value', 'last_value', 'most_frequent', 'unique_list', 'unique_count']) -}}
+{%- endmacro %}
+
+
+{% macro property_aggregate_functions() -%}
+  {{- return(['sum', 'min', 'max', 'avg']) -}}
+{%- endmacro %}
+
+
+{% macro event_count(name, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('event_count', name, none, none, event, within, where)) -}}
+{%- endmacro %}
+
+
+{% macro aggregate(name, function, property, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('aggregate', name, property, function, event, within, where)) -}}
+{%- endmacro %}
+
+
+{% macro first_value(name, property, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('first_value', name, property, none, event, within, where)) -}}
+{%- endmacro %}
+
+
+{% macro last_value(name, property, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('last_value', name, property, none, event, within, where)) -}}
+{%- endmacro %}
+
+
+{% macro most_frequent(name, property, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('most_frequent', name, property, none, event, within, where)) -}}
+{%- endmacro %}
+
+
+{% macro unique_list(name, property, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('unique_list', name, property, none, event, within, where)) -}}
+{%- endmacro %}
+
+
+{% macro unique_count(name, property, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('unique_count', name, property, none, event, within, where)) -}}
+{%- endmacro %}
+
+
+{#- Validate one declaration and return it as a dict. `label` (e.g. "event_count('x')") starts every message. -#}
+{% macro cohortflow_property(kind, name, property, function, event, within, where) -%}
+  {%- if name is not string or not modules.re.match('^[a-z][a-z0-9_]*$', name) -%}
+    {{- cohortflow_fail(kind ~ '(name)', "property name " ~ (name | string) ~ " must be a lower_snake_case identifier") -}}
+  {%- endif -%}
+  {%- set label = kind ~ "('" ~ name ~ "')" -%}
+
+  {%- if kind == 'aggregate' and function not in property_aggregate_functions() -%}
+    {{- cohortflow_fail(label ~ ' function', "unknown aggregate '" ~ (function | string) ~ "' (use one of " ~ property_aggregate_functions() | join(', ') ~ ")") -}}
+  {%- endif -%}
+  {%- if kind != 'event_count' and (property is not string or property | length == 0) -%}
+    {{- cohortflow_fail(label ~ ' property', "needs the name of an event property, got " ~ (property | string)) -}}
+  {%- endif -%}
+  {%- if kind == 'aggregate' and property in ('item_id', 'category', 'order_id') -%}
+    {{- cohortflow_fail(label ~ ' property', property ~ " is text; " ~ function ~ " needs a numeric property") -}}
+  {%- endif -%}
+
+  {%- if event is none or (event is string and event | length == 0) -%}
+    {{- cohortflow_fail(label ~ ' event', "missing event: name an event_type, a list of them, or '*' for any event") -}}
+  {%- endif -%}
+  {%- set events = [event] if event is string else event -%}
+  {%- if events is not iterable or events is mapping or events | length == 0 -%}
+    {{- cohortflow_fail(label ~ ' event', "expected an event_type, a list of them or '*', got " ~ (event | string)) -}}
+  {%- endif -%}
+  {%- for e in events -%}
+    {%- if e is not string or e | length == 0 or (e == '*' and events | length > 1) -%}
+      {{- cohortflow_fail(label ~ ' event', "expected an event_type, a list of them or '*', got " ~ (event | string)) -}}
+    {%- endif -%}
+  {%- endfor -%}
+
+  {%- set window = within if within is not none else ever() -%}
+  {%- if not is_window(window) -%}
+    {{- cohortflow_fail(label ~ ' within', "expected last(...), since(...), between(...), within_first(...) or ever(), got " ~ (within | string)) -}}
+  {%- endif -%}
+
+  {%- set predicates = [] if where is none else ([where] if where is mapping else where) -%}
+  {%- if predicates is string or predicates is not iterable -%}
+    {{- cohortflow_fail(label ~ ' where', "expected where(...) or a list of them, got " ~ (where | string)) -}}
+  {%- endif -%}
+  {%- for p in predicates -%}
+    {%- if p is not mapping or 'property' not in p or 'operator' not in p -%}
+      {{- cohortflow_fail(label ~ ' where', "expected where(...) or a list of them, got " ~ (p | string)) -}}
+    {%- endif -%}
+  {%- endfor -%}
+
+  {{- return({'is_computed_property': true, 'kind': kind, 'name': name, 'label': label,
+              'property': property, 'function': function, 'events': events,
+              'within': window, 'where': predicates}) -}}
+{%- endmacro %}
+
+
+{#- The SQL type of a property's column. -#}
+{% macro property_data_type(p) -%}
+  {%- if p.kind in ('event_count', 'unique_count') -%}{{ return('bigint') }}
+  {%- elif p.kind == 'aggregate' -%}{{ return('double precision') }}
+  {%- else -%}{{ return('varchar') }}
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#- Typed numeric columns of int_events_as_of: written as text by property_value_text. -#}
+{% macro property_numeric_columns() -%}
+  {{- return(['price', 'quantity', 'revenue']) -}}
+{%- endmacro %}
+
+
+{#-
+  A value as text that DuckDB and Postgres write alike. Doubles go through a fixed 6-decimal numeric and
+  lose trailing zeros ('80', '31.25', '-7.5', '0'): a bare cast writes 80.0 on DuckDB and 80 on Postgres.
+  Timestamps are 'YYYY-MM-DD HH:MM:SS[.ffffff]', booleans 'true' / 'false' on both.
+-#}
+{% macro property_value_text(expression, data_type) -%}
+  {%- set data_type = (data_type or '') | lower -%}
+  {%- if data_type in ('double', 'double precision', 'float', 'float8', 'real', 'numeric', 'decimal') or data_type.startswith('decimal') or data_type.startswith('numeric') -%}
+    rtrim(rtrim(cast(cast({{ expression }} as decimal(38, 6)) as varchar), '0'), '.')
+  {%- else -%}
+    cast({{ expression }} as varchar)
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#- SQL for the property's value on one event: the raw expression (numeric for aggregates). -#}
+{% macro property_value_sql(p) -%}
+  {%- if p.kind == 'aggregate' -%}
+    {{- event_property_sql(p.property, numeric=true) -}}
+  {%- elif p.property in property_numeric_columns() -%}
+    {{- property_value_text(p.property, 'double precision') -}}
+  {%- else -%}
+    {{- event_property_sql(p.property) -}}
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#- 'a', 'b', 'c' -#}
+{% macro sql_literal_list(values) -%}
+  {%- for v in values -%}{{ sql_literal(v) }}{{ ', ' if not loop.last }}{%- endfor -%}
+{%- endmacro %}
+
+
+{#- SQL boolean: the event matches the property's event types, window and predicates. -#}
+{% macro property_condition_sql(p) -%}
+  {%- if p.events[0] == '*' -%}{%- set event_condition = 'true' -%}
+  {%- else -%}{%- set event_condition = 'event_type in (' ~ sql_literal_list(p.events) ~ ')' -%}
+  {%- endif -%}
+  ({{ event_condition }} and {{ window_sql(p.within, 'event_at', 'first_seen_at') }} and {{ predicates_sql(p.where) }})
+{%- endmacro %}
+
+
+{#- What a user without a matching event gets (SQL), or none for NULL. -#}
+{% macro property_empty_value(p) -%}
+  {%- if p.kind in ('event_count', 'unique_count') or (p.kind == 'aggregate' and p.function == 'sum') -%}
+    {{- return('0') -}}
+  {%- endif -%}
+  {{- return(none) -}}
+{%- endmacro %}
+
+
+{#-
+  Compile a list of property declarations into one select: one row per user of `users` (which must
+  have user_id and first_seen_at), one column per property, in the order given.
+
+  events: a relation with int_events_as_of's columns (default ref('int_events_as_of'));
+  users:  the population (default ref('int_users_seen')). Users without events get the empty values.
+-#}
+{% macro computed_properties(properties, events=none, users=none) -%}
+  {%- set events = events if events is not none else ref('int_events_as_of') -%}
+  {%- set users = users if users is not none else ref('int_users_seen') -%}
+
+  {%- if properties is mapping or properties is string or properties is not iterable or properties | length == 0 -%}
+    {{- cohortflow_fail('computed_properties(properties)', "expected a non-empty list of property declarations") -}}
+  {%- endif -%}
+  {%- set names = [] -%}
+  {%- for p in properties -%}
+    {%- if p is not mapping or not p.get('is_computed_property') -%}
+      {{- cohortflow_fail('computed_properties(properties)', "item " ~ loop.index ~ " is not a property declaration (event_count(...), aggregate(...), ...): " ~ (p | string)) -}}
+    {%- endif -%}
+    {%- if p.name in names or p.name == 'user_id' -%}
+      {{- cohortflow_fail('computed_properties(properties)', "property '" ~ p.name ~ "' is defined twice (or is user_id)") -}}
+    {%- endif -%}
+    {%- do names.append(p.name) -%}
+  {%- endfor -%}
+
+  {%- set grouped = properties | selectattr('kind', 'in', ['event_count', 'aggregate', 'unique_count']) | list -%}
+  {%- set ranked = properties | rejectattr('kind', 'in', ['event_count', 'aggregate', 'unique_count']) | list -%}
+  {%- set needs_first_seen = properties | selectattr('within.kind', 'equalto', 'within_first') | list | length > 0 -%}
+  {%- set all_events = [] -%}
+  {%- for p in grouped -%}{%- for e in p.events -%}{%- do all_events.append(e) -%}{%- endfor -%}{%- endfor -%}
+
+with property_users as (
+
+    select user_id, first_seen_at
+    from {{ users }}
+
+),
+
+property_events as (
+
+    -- Only the columns and rows the properties read; first_seen_at only for within_first windows.
+    select
+        events.user_id,
+        events.event_id,
+        events.event_type,
+        events.event_at,
+        events.item_id,
+        events.category,
+        events.price,
+        events.quantity,
+        events.revenue,
+        events.order_id,
+        events.session_id,
+        events.event_properties
+        {%- if needs_first_seen %},
+        property_users.first_seen_at
+        {%- endif %}
+
+    from {{ events }} as events
+    {%- if needs_first_seen %}
+    inner join property_users on events.user_id = property_users.user_id
+    {%- endif %}
+
+)
+{%- if grouped %},
+
+-- One pass over the events for every count / aggregate property (conditional aggregation).
+grouped_properties as (
+
+    select
+        user_id
+        {%- for p in grouped %},
+        {% if p.kind == 'event_count' -%}
+        count(*) filter (where {{ property_condition_sql(p) }})
+        {%- elif p.kind == 'unique_count' -%}
+        count(distinct {{ property_value_sql(p) }}) filter (where {{ property_condition_sql(p) }})
+        {%- else -%}
+        {{ p.function }}({{ property_value_sql(p) }}) filter (where {{ property_condition_sql(p) }})
+        {%- endif %} as {{ p.name }}
+        {%- endfor %}
+
+    from property_events
+    {%- if '*' not in all_events %}
+    where event_type in ({{ sql_literal_list(all_events | unique | list) }})
+    {%- endif %}
+    group by user_id
+
+)
+{%- endif %}
+{%- for p in ranked %},
+
+{{ p.name }}_values as (
+    {%- if p.kind in ('first_value', 'last_value') %}
+
+    -- {{ p.label }}: the {{ 'first' if p.kind == 'first_value' else 'last' }} non-NULL value by (event_at, event_id).
+    select user_id, property_value
+    from (
+        select
+            user_id,
+            {{ property_value_sql(p) }} as property_value,
+            row_number() over (
+                partition by user_id
+                order by event_at {{ 'asc' if p.kind == 'first_value' else 'desc' }}, event_id {{ 'asc' if p.kind == 'first_value' else 'desc' }}
+            ) as value_rank
+        from property_events
+        where {{ property_condition_sql(p) }}
+          and {{ property_value_sql(p) }} is not null
+    ) as ranked_values
+    where value_rank = 1
+    {%- elif p.kind == 'most_frequent' %}
+
+    -- {{ p.label }}: the most frequent non-NULL value; ties go to the alphabetically first.
+    select user_id, property_value
+    from (
+        select
+            user_id,
+            property_value,
+            row_number() over (partition by user_id order by value_count desc, property_value) as value_rank
+        from (
+            select user_id, {{ property_value_sql(p) }} as property_value, count(*) as value_count
+            from property_events
+            where {{ property_condition_sql(p) }}
+              and {{ property_value_sql(p) }} is not null
+            group by user_id, {{ property_value_sql(p) }}
+        ) as counted_values
+    ) as ranked_values
+    where value_rank = 1
+    {%- else %}
+
+    -- {{ p.label }}: the distinct non-NULL values, sorted and ','-joined.
+    select user_id, {{ dbt.listagg('property_value', "','", 'order by property_value') }} as property_value
+    from (
+        select distinct user_id, {{ property_value_sql(p) }} as property_value
+        from property_events
+        where {{ property_condition_sql(p) }}
+          and {{ property_value_sql(p) }} is not null
+    ) as distinct_values
+    group by user_id
+    {%- endif %}
+
+)
+{%- endfor %}
+
+select
+    property_users.user_id
+    {%- for p in properties %},
+    {%- set column = ('grouped_properties.' ~ p.name) if p in grouped else (p.name ~ '_values.property_value') -%}
+    {%- set empty = property_empty_value(p) %}
+    cast({% if empty is not none %}coalesce({{ column }}, {{ empty }}){% else %}{{ column }}{% endif %} as {{ property_data_type(p) }}) as {{ p.name }}
+    {%- endfor %}
+
+from property_users
+{%- if grouped %}
+left join grouped_properties on property_users.user_id = grouped_properties.user_id
+{%- endif %}
+{%- for p in ranked %}
+left join {{ p.name }}_values on property_users.user_id = {{ p.name }}_values.user_id
+{%- endfor %}
+{%- endmacro %}
+
+
+{#-
+  The contract columns of a model (name -> data_type, in YAML order), read from the graph. Lets a model
+  follow another's contract without typing the names twice. Empty while parsing (no graph yet).
+-#}
+{% macro contract_columns(model_name) -%}
+  {%- if not execute -%}{{ return([]) }}{%- endif -%}
+  {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ model_name) -%}
+  {%- if node is none -%}
+    {{- cohortflow_fail('contract_columns(model_name)', "no model named " ~ model_name) -}}
+  {%- endif -%}
+  {%- set columns = [] -%}
+  {%- for column in node.columns.values() -%}
+    {%- if not column.data_type -%}
+      {{- cohortflow_fail('contract_columns(' ~ model_name ~ ')', "column " ~ column.name ~ " has no data_type in its YAML") -}}
+    {%- endif -%}
+    {%- do columns.append({'name': column.name, 'data_type': column.data_type}) -%}
+  {%- endfor -%}
+  {{- return(columns) -}}
+{%- endmacro %}
