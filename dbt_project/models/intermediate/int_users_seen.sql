@@ -1,10 +1,17 @@
 -- Every user known at as_of: someone with an event at or before as_of, or who signed up by then
 -- (a users row with created_at <= as_of, even without events). Users created later do not exist yet.
+-- First / last event come from the per-day aggregates (int_user_daily_activity_as_of), so this
+-- reads one row per active user-day instead of every event.
 
 with active_users as (
 
-    select user_id, first_event_at, last_event_at
-    from {{ ref('int_user_activity_aggregated') }}
+    select
+        user_id,
+        min(first_event_at) as first_event_at,
+        max(last_event_at) as last_event_at
+
+    from {{ ref('int_user_daily_activity_as_of') }}
+    group by user_id
 
 ),
 

@@ -1,5 +1,7 @@
 -- One row per raw event: renamed, typed, with the product's event properties pulled out of JSON.
 -- Not filtered by as_of (staging is time-independent); int_events_as_of applies the cut-off.
+-- A view: the only reader is the incremental int_events, whose `ingested_at` filter DuckDB and
+-- Postgres push down to the raw scan, so an hourly run parses the JSON of the new rows only.
 
 with source as (
 
@@ -24,7 +26,8 @@ renamed as (
         try_cast(event_properties ->> 'quantity' as bigint) as quantity,
         try_cast(event_properties ->> 'revenue' as double) as sent_revenue,
         nullif(trim(event_properties ->> 'order_id'), '') as order_id,
-        event_properties
+        event_properties,
+        ingested_at
 
     from source
 
@@ -48,6 +51,7 @@ select
             then coalesce(sent_revenue, price * quantity)
     end as revenue,
     order_id,
-    event_properties
+    event_properties,
+    ingested_at
 
 from renamed
