@@ -26,7 +26,14 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 USER_PROPERTIES_COLUMNS = [
     "user_id", "email", "phone", "country", "has_marketing_consent", "first_seen_at", "last_seen_at",
     "days_since_last_active", "event_count_30d", "session_count_30d", "order_count", "revenue_lifetime",
-    "revenue_90d", "average_order_value", "favourite_category", "preferred_hour_of_day", "computed_at",
+    "revenue_90d", "average_order_value", "favourite_category", "preferred_hour_of_day",
+    # built-ins added with the property language (issue 3)
+    "preferred_day_of_week", "last_ordered_at", "recency_score", "frequency_score", "monetary_score", "rfm_segment",
+    # int_user_computed_properties, in its order
+    "view_count_7d", "high_value_view_count_30d", "items_purchased_90d", "max_price_viewed_30d",
+    "first_purchased_category", "last_viewed_item_id", "most_viewed_category_30d", "categories_purchased",
+    "platforms_used", "distinct_items_viewed_30d",
+    "computed_at",
 ]
 COHORT_MEMBERSHIPS_COLUMNS = ["cohort_id", "user_id", "entered_at"]
 COHORTS_COLUMNS = ["cohort_id", "cohort_name", "description", "kind", "owner", "size", "computed_at"]

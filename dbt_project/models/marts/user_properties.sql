@@ -1,6 +1,8 @@
 -- One row per user known at as_of with their attributes and computed properties: what syncs,
 -- the profile API and ML features read. Every count is 0 (not NULL) for a user who never did it;
 -- values that have no meaning without activity (averages, favourites, hours) stay NULL.
+-- The built-ins come from the int_user_* aggregates; the one-line computed properties from
+-- int_user_computed_properties, whose contract columns are copied here by name (no list typed twice).
 
 with users_seen as (
 
@@ -30,6 +32,18 @@ favourite_categories as (
 
     select * from {{ ref('int_user_favourite_categories') }}
 
+),
+
+rfm_scores as (
+
+    select * from {{ ref('int_user_rfm_scores') }}
+
+),
+
+computed_properties as (
+
+    select * from {{ ref('int_user_computed_properties') }}
+
 )
 
 select
@@ -47,13 +61,23 @@ select
     cast(coalesce(activity.event_count_30d, 0) as bigint) as event_count_30d,
     cast(coalesce(activity.session_count_30d, 0) as bigint) as session_count_30d,
     cast(coalesce(purchases.order_count, 0) as bigint) as order_count,
-    cast(coalesce(purchases.revenue_lifetime, 0) as double) as revenue_lifetime,
-    cast(coalesce(purchases.revenue_90d, 0) as double) as revenue_90d,
+    cast(coalesce(purchases.revenue_lifetime, 0) as double precision) as revenue_lifetime,
+    cast(coalesce(purchases.revenue_90d, 0) as double precision) as revenue_90d,
     -- Net revenue per order, rounded to cents; NULL without orders rather than a misleading 0.
-    cast(round(purchases.revenue_lifetime / nullif(purchases.order_count, 0), 2) as double)
+    -- Rounded as a decimal: Postgres has no round(double precision, int), and both engines round half away from zero there.
+    cast(round(cast(purchases.revenue_lifetime / nullif(purchases.order_count, 0) as decimal(38, 10)), 2) as double precision)
         as average_order_value,
     cast(favourite_categories.favourite_category as varchar) as favourite_category,
     cast(activity.preferred_hour_of_day as integer) as preferred_hour_of_day,
+    cast(activity.preferred_day_of_week as integer) as preferred_day_of_week,
+    cast(rfm_scores.last_ordered_at as timestamp) as last_ordered_at,
+    cast(rfm_scores.recency_score as integer) as recency_score,
+    cast(rfm_scores.frequency_score as integer) as frequency_score,
+    cast(rfm_scores.monetary_score as integer) as monetary_score,
+    cast(rfm_scores.rfm_segment as varchar) as rfm_segment,
+    {%- for column in contract_columns('int_user_computed_properties') if column.name != 'user_id' %}
+    computed_properties.{{ column.name }},
+    {%- endfor %}
     cast({{ as_of() }} as timestamp) as computed_at
 
 from users_seen
@@ -61,3 +85,5 @@ left join attributes on users_seen.user_id = attributes.user_id
 left join activity on users_seen.user_id = activity.user_id
 left join purchases on users_seen.user_id = purchases.user_id
 left join favourite_categories on users_seen.user_id = favourite_categories.user_id
+left join rfm_scores on users_seen.user_id = rfm_scores.user_id
+left join computed_properties on users_seen.user_id = computed_properties.user_id
