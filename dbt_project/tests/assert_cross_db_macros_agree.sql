@@ -1,0 +1,86 @@
+-- Intent: fail when a cross-engine macro (macros/cross_db/) gives another answer than the one written here, on whichever engine runs it; the Postgres parity test runs it on both.
+{%- set try_cast_cases = [
+    ('double', "'12.5'", '12.5'), ('double', "' -1e3 '", '-1000'), ('double', "'.5'", '0.5'),
+    ('double', "'abc'", 'null'), ('double', "''", 'null'), ('double', "null", 'null'),
+    ('bigint', "'42'", '42'), ('bigint', "'2.5'", '3'), ('bigint', "'-2.5'", '-3'), ('bigint', "'1e2'", '100'),
+    ('bigint', "'x1'", 'null'), ('integer', "'99999999999'", 'null'),
+    ('boolean', "'true'", 'true'), ('boolean', "'YES'", 'true'), ('boolean', "'0'", 'false'),
+    ('boolean', "'n'", 'false'), ('boolean', "'maybe'", 'null'), ('boolean', "' t'", 'null'),
+    ('timestamp_utc', "'2024-01-28T18:34:50Z'", "timestamp '2024-01-28 18:34:50'"),
+    ('timestamp_utc', "'2024-01-28 18:34:50'", "timestamp '2024-01-28 18:34:50'"),
+    ('timestamp_utc', "'2024-01-28'", "timestamp '2024-01-28 00:00:00'"),
+    ('timestamp_utc', "'2024-01-28T18:34:50+02:00'", "timestamp '2024-01-28 16:34:50'"),
+    ('timestamp_utc', "'2024-01-28T18:34:50-0530'", "timestamp '2024-01-29 00:04:50'"),
+    ('timestamp_utc', "'2024-01-28T18:34:50.123456789Z'", "timestamp '2024-01-28 18:34:50.123456'"),
+    ('timestamp_utc', "'2024-02-29T00:00:00Z'", "timestamp '2024-02-29 00:00:00'"),
+    ('timestamp_utc', "'2023-02-29T00:00:00Z'", 'null'), ('timestamp_utc', "'2024-13-01'", 'null'),
+    ('timestamp_utc', "'yesterday'", 'null'), ('timestamp_utc', "'2024-01-28T25:00:00Z'", 'null'),
+] %}
+
+{%- set types = {'double': 'double precision', 'bigint': 'bigint', 'integer': 'integer', 'boolean': 'boolean', 'timestamp_utc': 'timestamp'} %}
+
+-- Materialised, so that Postgres cannot fold the texts into the casts at plan time (constant folding
+-- would evaluate a guarded cast of a constant even in a CASE branch that is never taken).
+with texts as materialized (
+{% for data_type, text, expected in try_cast_cases %}
+    select {{ loop.index }} as case_number, cast({{ text }} as varchar) as text
+    {{ 'union all' if not loop.last }}
+{%- endfor %}
+),
+
+try_cast_cases as (
+{% for data_type, text, expected in try_cast_cases %}
+    select
+        'try_cast {{ data_type }} {{ text | replace("'", "") }}' as case_name,
+        cast({{ cohortflow_try_cast('text', data_type) }} as varchar) as actual,
+        cast(cast({{ expected }} as {{ types[data_type] }}) as varchar) as expected
+    from texts where case_number = {{ loop.index }}
+    {{ 'union all' if not loop.last }}
+{%- endfor %}
+),
+
+rows_for_aggregates as (
+
+    select * from (values
+        ('a', 1, 'x'), ('b', 3, null), ('c', 2, 'y'), (null, 4, 'z'), ('d', null, 'w')
+    ) as t(label, position, extra)
+
+),
+
+aggregates as (
+
+    select
+        {{ cohortflow_arg_max('label', 'position') }} as last_label,
+        {{ cohortflow_arg_min('label', 'position') }} as first_label,
+        {{ cohortflow_arg_max('extra', 'position', "label <> 'c'") }} as last_extra_without_c,
+        {{ cohortflow_arg_max('extra', 'position') }} as last_extra
+    from rows_for_aggregates
+
+),
+
+scalar_cases as (
+
+    select 'arg_max skips null values and orders' as case_name, last_label as actual, 'b' as expected from aggregates
+    union all select 'arg_min', first_label, 'a' from aggregates
+    union all select 'arg_max where (a null label is not <> c)', last_extra_without_c, 'x' from aggregates
+    union all select 'arg_max null value skipped', last_extra, 'z' from aggregates
+    union all select 'safe_divide 7/2', cast({{ cohortflow_safe_divide('7', '2') }} as varchar), cast(3.5 as varchar)
+    union all select 'safe_divide by 0', cast({{ cohortflow_safe_divide('7', '0') }} as varchar), null
+    union all select 'round half away', cast({{ cohortflow_round('cast(2.675 as double precision)', 2) }} as varchar), cast(cast(2.68 as double precision) as varchar)
+    union all select 'round negative', cast({{ cohortflow_round('cast(-0.125 as double precision)', 2) }} as varchar), cast(cast(-0.13 as double precision) as varchar)
+    union all select 'hour', cast({{ cohortflow_hour("timestamp '2024-03-10 23:59:59'") }} as varchar), '23'
+    union all select 'iso day of week (Sunday)', cast({{ cohortflow_iso_day_of_week("timestamp '2024-03-10 12:00:00'") }} as varchar), '7'
+    union all select 'epoch seconds', cast({{ cohortflow_epoch_seconds("timestamp '1970-01-02 00:00:01.5'") }} as varchar), cast(cast(86401.5 as double precision) as varchar)
+    union all select 'seconds between', cast({{ cohortflow_seconds_between("timestamp '2024-03-09 23:59:59.5'", "timestamp '2024-03-10 00:00:00'") }} as varchar), cast(cast(0.5 as double precision) as varchar)
+    union all select 'date spine days', cast((select count(*) from {{ cohortflow_date_spine("timestamp '2024-02-27 10:00:00'", "timestamp '2024-03-01 00:00:00'") }} as spine) as varchar), '4'
+    union all select 'date spine last day', cast((select max(day) from {{ cohortflow_date_spine("'2024-02-27'", "'2024-03-01'") }} as spine) as varchar), '2024-03-01'
+
+)
+
+select case_name, actual, expected
+from (
+    select * from try_cast_cases
+    union all
+    select * from scalar_cases
+) as cases
+where actual is distinct from expected
