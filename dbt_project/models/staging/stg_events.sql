@@ -22,9 +22,9 @@ renamed as (
         nullif(session_id, -1) as session_id,
         nullif(trim(event_properties ->> 'item_id'), '') as item_id,
         nullif(trim(event_properties ->> 'category'), '') as category,
-        try_cast(event_properties ->> 'price' as double) as price,
-        try_cast(event_properties ->> 'quantity' as bigint) as quantity,
-        try_cast(event_properties ->> 'revenue' as double) as sent_revenue,
+        {{ cohortflow_try_cast("event_properties ->> 'price'", 'double') }} as price,
+        {{ cohortflow_try_cast("event_properties ->> 'quantity'", 'bigint') }} as quantity,
+        {{ cohortflow_try_cast("event_properties ->> 'revenue'", 'double') }} as sent_revenue,
         nullif(trim(event_properties ->> 'order_id'), '') as order_id,
         event_properties,
         ingested_at
