@@ -28,11 +28,11 @@ renamed as (
 
 select
     item_id,
-    arg_max(item_name, update_sequence) filter (where item_name is not null) as item_name,
-    arg_max(category, update_sequence) filter (where category is not null) as category,
-    arg_max(price, update_sequence) filter (where price is not null) as price,
-    arg_max(is_in_stock, update_sequence) filter (where is_in_stock is not null) as is_in_stock,
-    arg_max(item_properties, update_sequence) as item_properties,
+    {{ cohortflow_arg_max('item_name', 'update_sequence') }} as item_name,
+    {{ cohortflow_arg_max('category', 'update_sequence') }} as category,
+    {{ cohortflow_arg_max('price', 'update_sequence') }} as price,
+    {{ cohortflow_arg_max('is_in_stock', 'update_sequence') }} as is_in_stock,
+    {{ cohortflow_arg_max('item_properties', 'update_sequence') }} as item_properties,
     max(updated_at) as updated_at
 
 from renamed
