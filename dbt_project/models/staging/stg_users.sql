@@ -16,9 +16,9 @@ renamed as (
         nullif(lower(trim(user_properties ->> 'email')), '') as email,
         nullif(trim(user_properties ->> 'phone'), '') as phone,
         nullif(trim(user_properties ->> 'country'), '') as country,
-        try_cast(trim(user_properties ->> 'has_marketing_consent') as boolean) as has_marketing_consent,
+        {{ cohortflow_try_cast("trim(user_properties ->> 'has_marketing_consent')", 'boolean') }} as has_marketing_consent,
         -- ISO-8601 text, possibly with an offset: read as timestamptz, keep the UTC wall clock.
-        timezone('UTC', try_cast(trim(user_properties ->> 'created_at') as timestamptz)) as created_at,
+        {{ cohortflow_try_cast("trim(user_properties ->> 'created_at')", 'timestamp_utc') }} as created_at,
         updated_at,
         -- A total order of updates: ties on updated_at fall back to ingest order.
         row_number() over (
@@ -32,15 +32,15 @@ renamed as (
 
 select
     user_id,
-    arg_max(email, update_sequence) filter (where email is not null) as email,
-    arg_max(phone, update_sequence) filter (where phone is not null) as phone,
-    arg_max(country, update_sequence) filter (where country is not null) as country,
+    {{ cohortflow_arg_max('email', 'update_sequence') }} as email,
+    {{ cohortflow_arg_max('phone', 'update_sequence') }} as phone,
+    {{ cohortflow_arg_max('country', 'update_sequence') }} as country,
     -- Opt-in only: a user who never stated consent has none.
     coalesce(
-        arg_max(has_marketing_consent, update_sequence) filter (where has_marketing_consent is not null),
+        {{ cohortflow_arg_max('has_marketing_consent', 'update_sequence') }},
         false
     ) as has_marketing_consent,
-    arg_max(created_at, update_sequence) filter (where created_at is not null) as created_at,
+    {{ cohortflow_arg_max('created_at', 'update_sequence') }} as created_at,
     max(updated_at) as updated_at
 
 from renamed
