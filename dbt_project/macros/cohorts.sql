@@ -8,9 +8,20 @@
 -#}
 {% macro cohort_model_names() -%}
   {{ return([
+      'active_3_days_last_week',
+      'big_spenders_90d',
+      'big_spenders_inactive_7d',
+      'campaign_new_customers',
       'cart_abandoners_24h',
+      'consented_japanese_users',
+      'electronics_browsers_7d',
+      'evening_shoppers',
+      'lapsing_users',
+      'new_subscribers_7d',
       'new_users_7d_without_purchase',
+      'one_time_buyers_30d',
       'repeat_buyers_90d',
+      'viewed_carted_not_purchased_7d',
   ]) }}
 {%- endmacro %}
 
@@ -51,7 +62,17 @@
   {%- if missing -%}
     {{ exceptions.raise_compiler_error("Cohort model '" ~ model_name ~ "' lacks config.meta keys: " ~ missing | join(', ')) }}
   {%- endif -%}
+  {%- if meta['kind'] not in cohort_kinds() -%}
+    {{ exceptions.raise_compiler_error("Cohort model '" ~ model_name ~ "': meta.kind '" ~ meta['kind'] ~ "' is not one of " ~ cohort_kinds() | join(', ')) }}
+  {%- endif -%}
   {{ return(meta) }}
+{%- endmacro %}
+
+
+{#- behavioural: rules on events and properties (the cohort() macro); predictive: a percentile range of a
+    prediction; uploaded: a list someone provided. Only behavioural cohorts exist so far. -#}
+{% macro cohort_kinds() -%}
+  {{ return(['behavioural', 'predictive', 'uploaded']) }}
 {%- endmacro %}
 
 

@@ -36,7 +36,10 @@ USER_PROPERTIES_COLUMNS = [
     "computed_at",
 ]
 COHORT_MEMBERSHIPS_COLUMNS = ["cohort_id", "user_id", "entered_at"]
-COHORTS_COLUMNS = ["cohort_id", "cohort_name", "description", "kind", "owner", "size", "computed_at"]
+COHORTS_COLUMNS = [
+    "cohort_id", "cohort_name", "description", "kind", "owner", "size", "computed_at", "model_name", "definition",
+    "last_computed_at",
+]
 COHORT_MODEL_COLUMNS = ["user_id", "entered_at"]
 
 pytestmark = pytest.mark.slow  # three dbt invocations, ~5 s each

@@ -1,16 +1,20 @@
--- One row per cohort with its identity (from the cohort model's config.meta) and its size at as_of.
--- Empty cohorts are listed too, with size 0, so a sync can tell "empty" from "missing".
+-- One row per cohort with its identity (from the cohort model's config.meta), its compiled definition
+-- and its size at as_of. Empty cohorts are listed too, with size 0, so a sync can tell "empty" from
+-- "missing".
 
 with cohort_definitions as (
 
 {% for model_name in cohort_model_names() %}
     {%- set meta = cohort_meta(model_name) %}
+    {%- set definition = meta.get('cohort_definition') %}
     select
         {{ sql_string(meta['cohort_id']) }} as cohort_id,
         {{ sql_string(meta['name']) }} as cohort_name,
         {{ sql_string(meta['description']) }} as description,
         {{ sql_string(meta['kind']) }} as kind,
-        {{ sql_string(meta['owner']) }} as owner
+        {{ sql_string(meta['owner']) }} as owner,
+        {{ sql_string(model_name) }} as model_name,
+        {% if definition %}{{ sql_string(tojson(definition, sort_keys=true)) }}{% else %}null{% endif %} as definition
     {% if not loop.last %}
     union all
     {% endif %}
@@ -33,7 +37,11 @@ select
     cast(cohort_definitions.kind as varchar) as kind,
     cast(cohort_definitions.owner as varchar) as owner,
     cast(coalesce(cohort_sizes.member_count, 0) as bigint) as size,
-    cast({{ as_of() }} as timestamp) as computed_at
+    cast({{ as_of() }} as timestamp) as computed_at,
+    cast(cohort_definitions.model_name as varchar) as model_name,
+    cast(cohort_definitions.definition as varchar) as definition,
+    -- Wall-clock time of this dbt invocation (UTC), unlike computed_at which is the moment computed for.
+    cast('{{ run_started_at.astimezone(modules.pytz.utc).strftime("%Y-%m-%d %H:%M:%S") }}' as timestamp) as last_computed_at
 
 from cohort_definitions
 left join cohort_sizes on cohort_definitions.cohort_id = cohort_sizes.cohort_id
