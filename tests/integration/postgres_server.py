@@ -91,8 +91,10 @@ class PostgresServer:
         return result
 
     def start(self) -> None:
+        # C.UTF-8: text sorts by code point like DuckDB (alphabetical tie-breaks agree), and lower() /
+        # upper() still know non-ASCII letters (plain C would leave 'É' as is).
         self._run(self.bin_dir / "initdb", "-D", self.data_dir, "-U", self.user, "--auth=trust",
-                  "-E", "UTF8", "--locale=C", "--no-sync")
+                  "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
         self._run(
             self.bin_dir / "pg_ctl", "-D", self.data_dir, "-l", self.log_file, "-w", "-t", "30",
             "-o", f"-p {self.port} -k {self.base_dir} -c listen_addresses={self.host} -c fsync=off "
