@@ -1,7 +1,7 @@
 {#-
   Computed properties: one value per user, each declared in one line and compiled by
-  `computed_properties([...])` into one grouped scan of the events (plus one small ranked query per
-  first / last / most-frequent / unique-list property).
+  `computed_properties([...])` into one grouped scan of the events (plus one small grouped query per
+  most-frequent / unique-list property).
 
       {{ computed_properties([
           event_count('view_count_7d', 'view_item', within=last(7, 'days')),
@@ -196,6 +196,24 @@
 
 
 {#-
+  FROM clause over the events, joined to the users only when a within_first window needs first_seen_at.
+  Each part of computed_properties reads the events itself instead of sharing a CTE: DuckDB materialises
+  a CTE read more than once (a copy of every event, JSON included), which cost more than the scans.
+-#}
+{% macro property_events_from(events, users, needs_first_seen) -%}
+  {%- if needs_first_seen -%}
+  from (
+        select events.*, users_first_seen.first_seen_at
+        from {{ events }} as events
+        inner join {{ users }} as users_first_seen on events.user_id = users_first_seen.user_id
+    ) as events
+  {%- else -%}
+  from {{ events }} as events
+  {%- endif %}
+{%- endmacro %}
+
+
+{#-
   Compile a list of property declarations into one select: one row per user of `users` (which must
   have user_id and first_seen_at), one column per property, in the order given.
 
@@ -220,9 +238,11 @@
     {%- do names.append(p.name) -%}
   {%- endfor -%}
 
-  {%- set grouped = properties | selectattr('kind', 'in', ['event_count', 'aggregate', 'unique_count']) | list -%}
-  {%- set ranked = properties | rejectattr('kind', 'in', ['event_count', 'aggregate', 'unique_count']) | list -%}
-  {%- set needs_first_seen = properties | selectattr('within.kind', 'equalto', 'within_first') | list | length > 0 -%}
+  {#- first / last value are aggregates too (arg_min / arg_max): only most_frequent and unique_list need their own query. -#}
+  {%- set grouped_kinds = ['event_count', 'aggregate', 'unique_count', 'first_value', 'last_value'] -%}
+  {%- set grouped = properties | selectattr('kind', 'in', grouped_kinds) | list -%}
+  {%- set ranked = properties | rejectattr('kind', 'in', grouped_kinds) | list -%}
+  {%- set needs_first_seen = grouped | selectattr('within.kind', 'equalto', 'within_first') | list | length > 0 -%}
   {%- set all_events = [] -%}
   {%- for p in grouped -%}{%- for e in p.events -%}{%- do all_events.append(e) -%}{%- endfor -%}{%- endfor -%}
 
@@ -231,37 +251,11 @@ with property_users as (
     select user_id, first_seen_at
     from {{ users }}
 
-),
-
-property_events as (
-
-    -- Only the columns and rows the properties read; first_seen_at only for within_first windows.
-    select
-        events.user_id,
-        events.event_id,
-        events.event_type,
-        events.event_at,
-        events.item_id,
-        events.category,
-        events.price,
-        events.quantity,
-        events.revenue,
-        events.order_id,
-        events.session_id,
-        events.event_properties
-        {%- if needs_first_seen %},
-        property_users.first_seen_at
-        {%- endif %}
-
-    from {{ events }} as events
-    {%- if needs_first_seen %}
-    inner join property_users on events.user_id = property_users.user_id
-    {%- endif %}
-
 )
 {%- if grouped %},
 
--- One pass over the events for every count / aggregate property (conditional aggregation).
+-- One pass over the events for every count / aggregate / first / last property (conditional
+-- aggregation). First / last: the value at the smallest / largest (event_at, event_id), NULLs skipped.
 grouped_properties as (
 
     select
@@ -271,12 +265,16 @@ grouped_properties as (
         count(*) filter (where {{ property_condition_sql(p) }})
         {%- elif p.kind == 'unique_count' -%}
         count(distinct {{ property_value_sql(p) }}) filter (where {{ property_condition_sql(p) }})
+        {%- elif p.kind == 'first_value' -%}
+        {{ cohortflow_arg_min(property_value_sql(p), '(event_at, event_id)', property_condition_sql(p)) }}
+        {%- elif p.kind == 'last_value' -%}
+        {{ cohortflow_arg_max(property_value_sql(p), '(event_at, event_id)', property_condition_sql(p)) }}
         {%- else -%}
         {{ p.function }}({{ property_value_sql(p) }}) filter (where {{ property_condition_sql(p) }})
         {%- endif %} as {{ p.name }}
         {%- endfor %}
 
-    from property_events
+    {{ property_events_from(events, users, needs_first_seen) }}
     {%- if '*' not in all_events %}
     where event_type in ({{ sql_literal_list(all_events | unique | list) }})
     {%- endif %}
@@ -287,24 +285,7 @@ grouped_properties as (
 {%- for p in ranked %},
 
 {{ p.name }}_values as (
-    {%- if p.kind in ('first_value', 'last_value') %}
-
-    -- {{ p.label }}: the {{ 'first' if p.kind == 'first_value' else 'last' }} non-NULL value by (event_at, event_id).
-    select user_id, property_value
-    from (
-        select
-            user_id,
-            {{ property_value_sql(p) }} as property_value,
-            row_number() over (
-                partition by user_id
-                order by event_at {{ 'asc' if p.kind == 'first_value' else 'desc' }}, event_id {{ 'asc' if p.kind == 'first_value' else 'desc' }}
-            ) as value_rank
-        from property_events
-        where {{ property_condition_sql(p) }}
-          and {{ property_value_sql(p) }} is not null
-    ) as ranked_values
-    where value_rank = 1
-    {%- elif p.kind == 'most_frequent' %}
+    {%- if p.kind == 'most_frequent' %}
 
     -- {{ p.label }}: the most frequent non-NULL value; ties go to the alphabetically first.
     select user_id, property_value
@@ -315,7 +296,7 @@ grouped_properties as (
             row_number() over (partition by user_id order by value_count desc, property_value) as value_rank
         from (
             select user_id, {{ property_value_sql(p) }} as property_value, count(*) as value_count
-            from property_events
+            {{ property_events_from(events, users, p.within.kind == 'within_first') }}
             where {{ property_condition_sql(p) }}
               and {{ property_value_sql(p) }} is not null
             group by user_id, {{ property_value_sql(p) }}
@@ -328,7 +309,7 @@ grouped_properties as (
     select user_id, {{ dbt.listagg('property_value', "','", 'order by property_value') }} as property_value
     from (
         select distinct user_id, {{ property_value_sql(p) }} as property_value
-        from property_events
+        {{ property_events_from(events, users, p.within.kind == 'within_first') }}
         where {{ property_condition_sql(p) }}
           and {{ property_value_sql(p) }} is not null
     ) as distinct_values
