@@ -1,7 +1,7 @@
 {#-
   Computed properties: one value per user, each declared in one line and compiled by
   `computed_properties([...])` into one grouped scan of the events (plus one small grouped query per
-  most-frequent / unique-list property).
+  most-frequent / unique-list / unique-count property).
 
       {{ computed_properties([
           event_count('view_count_7d', 'view_item', within=last(7, 'days')),
@@ -238,8 +238,9 @@
     {%- do names.append(p.name) -%}
   {%- endfor -%}
 
-  {#- first / last value are aggregates too (arg_min / arg_max): only most_frequent and unique_list need their own query. -#}
-  {%- set grouped_kinds = ['event_count', 'aggregate', 'unique_count', 'first_value', 'last_value'] -%}
+  {#- First / last value are aggregates too (arg_min / arg_max). Distinct counts get their own distinct
+      subquery: DuckDB's count(distinct) filter (...) inside the grouped scan was ~4x slower. -#}
+  {%- set grouped_kinds = ['event_count', 'aggregate', 'first_value', 'last_value'] -%}
   {%- set grouped = properties | selectattr('kind', 'in', grouped_kinds) | list -%}
   {%- set ranked = properties | rejectattr('kind', 'in', grouped_kinds) | list -%}
   {%- set needs_first_seen = grouped | selectattr('within.kind', 'equalto', 'within_first') | list | length > 0 -%}
@@ -254,7 +255,7 @@ with property_users as (
 )
 {%- if grouped %},
 
--- One pass over the events for every count / aggregate / first / last property (conditional
+-- One pass over the events for every event count / aggregate / first / last property (conditional
 -- aggregation). First / last: the value at the smallest / largest (event_at, event_id), NULLs skipped.
 grouped_properties as (
 
@@ -263,8 +264,6 @@ grouped_properties as (
         {%- for p in grouped %},
         {% if p.kind == 'event_count' -%}
         count(*) filter (where {{ property_condition_sql(p) }})
-        {%- elif p.kind == 'unique_count' -%}
-        count(distinct {{ property_value_sql(p) }}) filter (where {{ property_condition_sql(p) }})
         {%- elif p.kind == 'first_value' -%}
         {{ cohortflow_arg_min(property_value_sql(p), '(event_at, event_id)', property_condition_sql(p)) }}
         {%- elif p.kind == 'last_value' -%}
@@ -305,8 +304,13 @@ grouped_properties as (
     where value_rank = 1
     {%- else %}
 
+    {% if p.kind == 'unique_count' -%}
+    -- {{ p.label }}: how many distinct non-NULL values.
+    select user_id, count(*) as property_value
+    {%- else -%}
     -- {{ p.label }}: the distinct non-NULL values, sorted and ','-joined.
     select user_id, {{ dbt.listagg('property_value', "','", 'order by property_value') }} as property_value
+    {%- endif %}
     from (
         select distinct user_id, {{ property_value_sql(p) }} as property_value
         {{ property_events_from(events, users, p.within.kind == 'within_first') }}

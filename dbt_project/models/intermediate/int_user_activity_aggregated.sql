@@ -1,10 +1,14 @@
 -- Per user with at least one event up to as_of: when they were active, how much recently, and
 -- at which hour of day and on which day of the week they usually act (send-time personalisation).
+--
+-- Cost: only the hour of day needs every event. First / last event and the day of the week come
+-- from the per-day aggregates (int_user_daily_activity_as_of, ~30x fewer rows); the 30-day counts
+-- read only the last 30 days of events.
 
-with events as (
+with daily_activity as (
 
-    select user_id, event_at, session_id
-    from {{ ref('int_events_as_of') }}
+    select user_id, activity_date, event_count, first_event_at, last_event_at
+    from {{ ref('int_user_daily_activity_as_of') }}
 
 ),
 
@@ -15,7 +19,7 @@ events_per_hour as (
         cast(extract(hour from event_at) as integer) as hour_of_day,
         count(*) as event_count
 
-    from events
+    from {{ ref('int_events_as_of') }}
     group by user_id, cast(extract(hour from event_at) as integer)
 
 ),
@@ -39,11 +43,11 @@ events_per_weekday as (
 
     select
         user_id,
-        {{ cohortflow_iso_day_of_week('event_at') }} as day_of_week,
-        count(*) as event_count
+        {{ cohortflow_iso_day_of_week('activity_date') }} as day_of_week,
+        sum(event_count) as event_count
 
-    from events
-    group by user_id, {{ cohortflow_iso_day_of_week('event_at') }}
+    from daily_activity
+    group by user_id, {{ cohortflow_iso_day_of_week('activity_date') }}
 
 ),
 
@@ -62,16 +66,44 @@ preferred_weekdays as (
 
 ),
 
+recent_events as (
+
+    select user_id, session_id
+    from {{ ref('int_events_as_of') }}
+    where {{ is_within_last('event_at', 30, 'day') }}
+
+),
+
+recent_counts as (
+
+    select user_id, count(*) as event_count_30d
+    from recent_events
+    group by user_id
+
+),
+
+recent_sessions as (
+
+    -- Distinct sessions as a distinct subquery: several times faster than count(distinct) in DuckDB.
+    -- Events without a session are not a session.
+    select user_id, count(*) as session_count_30d
+    from (
+        select distinct user_id, session_id
+        from recent_events
+        where session_id is not null
+    ) as sessions
+    group by user_id
+
+),
+
 totals as (
 
     select
         user_id,
-        min(event_at) as first_event_at,
-        max(event_at) as last_event_at,
-        count(*) filter (where {{ is_within_last('event_at', 30, 'day') }}) as event_count_30d,
-        count(distinct session_id) filter (where {{ is_within_last('event_at', 30, 'day') }}) as session_count_30d
+        min(first_event_at) as first_event_at,
+        max(last_event_at) as last_event_at
 
-    from events
+    from daily_activity
     group by user_id
 
 )
@@ -80,11 +112,13 @@ select
     totals.user_id,
     totals.first_event_at,
     totals.last_event_at,
-    totals.event_count_30d,
-    totals.session_count_30d,
+    coalesce(recent_counts.event_count_30d, 0) as event_count_30d,
+    coalesce(recent_sessions.session_count_30d, 0) as session_count_30d,
     preferred_hours.hour_of_day as preferred_hour_of_day,
     preferred_weekdays.day_of_week as preferred_day_of_week
 
 from totals
+left join recent_counts on totals.user_id = recent_counts.user_id
+left join recent_sessions on totals.user_id = recent_sessions.user_id
 left join preferred_hours on totals.user_id = preferred_hours.user_id
 left join preferred_weekdays on totals.user_id = preferred_weekdays.user_id
