@@ -54,7 +54,7 @@ select
     order_id,
     event_properties,
     ingested_at,
-    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as timestamp) as dbt_loaded_at
+    cast('{{ run_started_at.astimezone(modules.pytz.utc).strftime("%Y-%m-%d %H:%M:%S.%f") }}' as timestamp) as dbt_loaded_at
 
 from {{ ref('stg_events') }} as events
 

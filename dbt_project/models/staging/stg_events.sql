@@ -9,6 +9,19 @@ with source as (
 
 ),
 
+extracted as (
+
+    select
+        source.*,
+        -- One JSON parse per row for all six keys (cross_db/d_json_fields.sql); element i = key i.
+        {{ cohortflow_json_text_fields(
+            'event_properties', ['item_id', 'category', 'price', 'quantity', 'revenue', 'order_id']) }}
+            as property_values
+
+    from source
+
+),
+
 renamed as (
 
     select
@@ -20,16 +33,16 @@ renamed as (
         event_time as event_at,
         -- Amplitude sends -1 for "no session".
         nullif(session_id, -1) as session_id,
-        nullif(trim(event_properties ->> 'item_id'), '') as item_id,
-        nullif(trim(event_properties ->> 'category'), '') as category,
-        {{ cohortflow_try_cast("event_properties ->> 'price'", 'double') }} as price,
-        {{ cohortflow_try_cast("event_properties ->> 'quantity'", 'bigint') }} as quantity,
-        {{ cohortflow_try_cast("event_properties ->> 'revenue'", 'double') }} as sent_revenue,
-        nullif(trim(event_properties ->> 'order_id'), '') as order_id,
+        nullif(trim(property_values[1]), '') as item_id,
+        nullif(trim(property_values[2]), '') as category,
+        {{ cohortflow_try_cast('property_values[3]', 'double') }} as price,
+        {{ cohortflow_try_cast('property_values[4]', 'bigint') }} as quantity,
+        {{ cohortflow_try_cast('property_values[5]', 'double') }} as sent_revenue,
+        nullif(trim(property_values[6]), '') as order_id,
         event_properties,
         ingested_at
 
-    from source
+    from extracted
 
 )
 
