@@ -360,3 +360,46 @@ left join {{ p.name }}_values on property_users.user_id = {{ p.name }}_values.us
   {%- endfor -%}
   {{- return(columns) -}}
 {%- endmacro %}
+
+
+{#-
+  Data test for a long form: `model` has exactly one (user_id, property) row per row of `wide_model`
+  and contract column (except user_id and computed_at), and its value is NULL exactly where the wide
+  value is. Returns the rows that are missing or unexpected.
+-#}
+{% test unpivots_every_column_of(model, wide_model) %}
+  {%- set columns = contract_columns(wide_model.identifier) | rejectattr('name', 'in', ['user_id', 'computed_at']) | list -%}
+with expected as (
+  {%- for column in columns %}
+    select user_id, cast('{{ column.name }}' as varchar) as property, ({{ column.name }} is null) as is_value_null
+    from {{ wide_model }}
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+  {%- else %}
+    select cast(null as varchar) as user_id, cast(null as varchar) as property, true as is_value_null
+    where false
+  {%- endfor %}
+),
+
+actual as (
+    select user_id, property, (value is null) as is_value_null
+    from {{ model }}
+),
+
+missing as (
+    select * from expected
+    except
+    select * from actual
+),
+
+unexpected as (
+    select * from actual
+    except
+    select * from expected
+)
+
+select 'missing' as problem, missing.* from missing
+union all
+select 'unexpected' as problem, unexpected.* from unexpected
+{% endtest %}
