@@ -31,8 +31,8 @@ def find_bin_dir() -> Path:
     with_initdb = [Path(c) for c in candidates if c and (Path(c) / "initdb").is_file()]
     if not with_initdb:
         raise PostgresUnavailable(
-            "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb; "
-            "install them with `apt-get install -y postgresql` or set COHORTFLOW_PG_BIN)"
+            f"PostgreSQL server binaries not found (no initdb in {explicit or '/usr/lib/postgresql/*/bin'}; "
+            "install them with `apt-get install -y postgresql` or point COHORTFLOW_PG_BIN at their folder)"
         )
     return max(with_initdb, key=lambda p: tuple(int(x) for x in p.parent.name.split(".") if x.isdigit()))
 
