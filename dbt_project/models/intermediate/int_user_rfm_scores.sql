@@ -23,7 +23,9 @@ buyers as (
         orders_per_user.user_id,
         orders_per_user.last_ordered_at,
         purchases.order_count,
-        purchases.revenue_lifetime
+        -- Ranked to the cent: engines may sum the same doubles in a different order (1e-12 apart),
+        -- which must not split a tie and change a score between DuckDB and Postgres.
+        round(cast(purchases.revenue_lifetime as decimal(38, 10)), 2) as revenue_lifetime
 
     from orders_per_user
     inner join {{ ref('int_user_purchases_aggregated') }} as purchases
