@@ -43,7 +43,8 @@ as_of_day as (
         count(*) filter (where event_type = 'cancel_purchase') as cancel_purchase_count,
         count(*) filter (where event_type = 'start_subscription') as start_subscription_count,
         count(*) filter (where event_type = 'cancel_subscription') as cancel_subscription_count,
-        count(distinct coalesce(order_id, event_id)) filter (where event_type = 'purchase') as order_count,
+        count(distinct order_id) filter (where event_type = 'purchase')
+            + count(*) filter (where event_type = 'purchase' and order_id is null) as order_count,
         coalesce(sum(revenue) filter (where event_type = 'purchase'), 0) as purchase_revenue,
         coalesce(sum(-abs(revenue)) filter (where event_type = 'cancel_purchase'), 0) as cancelled_revenue,
         min(event_at) as first_event_at,
