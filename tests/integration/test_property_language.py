@@ -2,7 +2,8 @@
 
 1. The macro test project (tests/dbt_macro_tests, the dbt-utils way) builds the property folder: seeds,
    models that call every constructor, YAML unit tests on every window boundary / operator / tie / NULL
-   rule, and an equality test against a hand-worked seed. Every node must pass.
+   rule, and an equality test against a hand-worked seed. Every node must pass, on DuckDB and on a
+   real Postgres (skipped where none can start, failed in CI).
 2. A declaration with a wrong argument stops dbt while it parses, with a message that names the model
    and the argument, so an analytics engineer sees the mistake before anything runs.
 """
@@ -25,18 +26,32 @@ MACROS_DIR = REPO_ROOT / "dbt_project" / "macros"
 pytestmark = pytest.mark.slow  # dbt invocations
 
 
-def test_macro_test_project_property_folder_passes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_macro_test_project_property_folder_passes(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     dbt = Path(sys.executable).parent / "dbt"
     env = {
         **os.environ,
         "COHORTFLOW_MACRO_TESTS_WAREHOUSE": str(tmp_path / "macro_tests.duckdb"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
+    profiles_dir = MACRO_TESTS_DIR
+    if engine == "postgres":
+        # The same macros and tests on a real Postgres (the session's server, tests/integration/conftest.py),
+        # in a schema of their own so they never meet the parity test's tables.
+        server = request.getfixturevalue("postgres")
+        profiles_dir = tmp_path / "profiles"
+        profiles_dir.mkdir()
+        (profiles_dir / "profiles.yml").write_text(
+            "cohortflow_macro_tests:\n  target: postgres\n  outputs:\n    postgres:\n"
+            f"      type: postgres\n      host: '{server.host}'\n      port: {server.port}\n"
+            f"      user: '{server.user}'\n      password: ''\n      dbname: '{server.dbname}'\n"
+            "      schema: macro_tests_properties\n      threads: 2\n"
+        )
     result = subprocess.run(
         [
             str(dbt), "build",
             "--select", "path:seeds/properties", "path:models/properties", "path:tests/properties",
-            "--project-dir", str(MACRO_TESTS_DIR), "--profiles-dir", str(MACRO_TESTS_DIR),
+            "--project-dir", str(MACRO_TESTS_DIR), "--profiles-dir", str(profiles_dir),
             "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
         ],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
