@@ -91,6 +91,9 @@
   {%- if kind != 'event_count' and (property is not string or property | length == 0) -%}
     {{- cohortflow_fail(label ~ ' property', "needs the name of an event property, got " ~ (property | string)) -}}
   {%- endif -%}
+  {%- if property is string and "'" in property -%}
+    {{- cohortflow_fail(label ~ ' property', "a property name cannot contain a quote: " ~ property) -}}
+  {%- endif -%}
   {%- if kind == 'aggregate' and property in ('item_id', 'category', 'order_id') -%}
     {{- cohortflow_fail(label ~ ' property', property ~ " is text; " ~ function ~ " needs a numeric property") -}}
   {%- endif -%}
