@@ -54,9 +54,10 @@ select
     cast(coalesce(attributes.has_marketing_consent, false) as boolean) as has_marketing_consent,
     cast(users_seen.first_seen_at as timestamp) as first_seen_at,
     cast(users_seen.last_seen_at as timestamp) as last_seen_at,
-    -- Whole 24-hour periods, so "< N" agrees with the half-open N-day windows: active in
-    -- (as_of - N days, as_of] <=> days_since_last_active < N.
-    cast(floor({{ dbt.datediff('users_seen.last_seen_at', as_of(), 'second') }} / 86400) as integer)
+    -- Whole 24-hour periods of elapsed time, so "< N" agrees with the half-open N-day windows: active
+    -- in (as_of - N days, as_of] <=> days_since_last_active < N. Elapsed seconds with the fraction, not
+    -- dbt.datediff's count of second boundaries (which would put 86,399.5 s at one whole day).
+    cast(floor({{ cohortflow_seconds_between('users_seen.last_seen_at', as_of()) }} / 86400) as integer)
         as days_since_last_active,
     cast(coalesce(activity.event_count_30d, 0) as bigint) as event_count_30d,
     cast(coalesce(activity.session_count_30d, 0) as bigint) as session_count_30d,
