@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,7 +61,8 @@ class RunSummary:
             f"Run {self.run_id} as of {self.as_of} UTC on {self.warehouse}",
             f"  {self.assets_materialized} assets materialised, {self.checks_passed} dbt tests passed"
             + (f", {self.checks_failed} FAILED" if self.checks_failed else ""),
-            f"  computed properties for {self.user_count:,} users: {', '.join(self.properties)}",
+            f"  computed properties for {self.user_count:,} users ({len(self.properties)}):",
+            *textwrap.wrap(", ".join(self.properties), width=100, initial_indent="    ", subsequent_indent="    "),
             "  cohorts:",
         ]
         width = max((len(c.cohort_name) for c in self.cohorts), default=0)
