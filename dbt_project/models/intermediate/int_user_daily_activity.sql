@@ -63,24 +63,7 @@ day_events as (
 select
     user_id,
     activity_date,
-    count(*) as event_count,
-    count(distinct session_id) as session_count,
-    count(*) filter (where event_type = 'session_start') as session_start_count,
-    count(*) filter (where event_type = 'view_item') as view_item_count,
-    count(*) filter (where event_type = 'add_to_cart') as add_to_cart_count,
-    count(*) filter (where event_type = 'purchase') as purchase_count,
-    count(*) filter (where event_type = 'cancel_purchase') as cancel_purchase_count,
-    count(*) filter (where event_type = 'start_subscription') as start_subscription_count,
-    count(*) filter (where event_type = 'cancel_subscription') as cancel_subscription_count,
-    -- Same rule as int_orders: a purchase line without order_id is an order on its own. Written as
-    -- two counts because a distinct over coalesce(order_id, event_id) costs ~2x the CPU on 10M rows.
-    count(distinct order_id) filter (where event_type = 'purchase')
-        + count(*) filter (where event_type = 'purchase' and order_id is null) as order_count,
-    coalesce(sum(revenue) filter (where event_type = 'purchase'), 0) as purchase_revenue,
-    -- A cancellation always lowers revenue, whatever sign its source used.
-    coalesce(sum(-abs(revenue)) filter (where event_type = 'cancel_purchase'), 0) as cancelled_revenue,
-    min(event_at) as first_event_at,
-    max(event_at) as last_event_at,
+    {{ user_daily_activity_measures() }},
     max(dbt_loaded_at) as dbt_loaded_at
 
 from day_events

@@ -34,21 +34,7 @@ as_of_day as (
     select
         user_id,
         cast(event_at as date) as activity_date,
-        count(*) as event_count,
-        count(distinct session_id) as session_count,
-        count(*) filter (where event_type = 'session_start') as session_start_count,
-        count(*) filter (where event_type = 'view_item') as view_item_count,
-        count(*) filter (where event_type = 'add_to_cart') as add_to_cart_count,
-        count(*) filter (where event_type = 'purchase') as purchase_count,
-        count(*) filter (where event_type = 'cancel_purchase') as cancel_purchase_count,
-        count(*) filter (where event_type = 'start_subscription') as start_subscription_count,
-        count(*) filter (where event_type = 'cancel_subscription') as cancel_subscription_count,
-        count(distinct order_id) filter (where event_type = 'purchase')
-            + count(*) filter (where event_type = 'purchase' and order_id is null) as order_count,
-        coalesce(sum(revenue) filter (where event_type = 'purchase'), 0) as purchase_revenue,
-        coalesce(sum(-abs(revenue)) filter (where event_type = 'cancel_purchase'), 0) as cancelled_revenue,
-        min(event_at) as first_event_at,
-        max(event_at) as last_event_at
+        {{ user_daily_activity_measures() }}
 
     from {{ ref('int_events_as_of') }}
     where event_at >= cast(cast({{ as_of() }} as date) as timestamp)
