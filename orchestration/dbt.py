@@ -9,7 +9,7 @@ from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from cohortflow.dbt_manifest import dbt_executable
 from cohortflow.warehouse import DBT_PROJECT_DIR
-from orchestration.dbt_config import CohortflowTranslator, DbtRunConfig, dbt_build_args
+from orchestration.dbt_config import CohortflowTranslator, DbtRunConfig, dbt_build_invocation, environment
 from orchestration.resources import WarehouseResource
 
 DBT_ASSETS_OP = "cohortflow_dbt_models"
@@ -38,9 +38,11 @@ def cohortflow_dbt_models(
     config: DbtRunConfig,
 ):
     """Build (run + test) the selected dbt models as of ``config.as_of``."""
-    args = dbt_build_args(config.as_of, warehouse.resolved_path(), full_refresh=config.full_refresh)
-    context.log.info(f"dbt {' '.join(args)}")
-    invocation = dbt.cli(args, context=context)
+    build = dbt_build_invocation(config.as_of, warehouse.resolved_path(), full_refresh=config.full_refresh)
+    context.log.info(f"dbt {' '.join(build.args)} with {build.env}")
+    # dagster-dbt hands the process environment to the dbt subprocess when it starts it.
+    with environment(build.env):
+        invocation = dbt.cli(build.args, context=context)
     yield from invocation.stream()
     # dagster-dbt gives every invocation its own target folder; its events are consumed by now.
     shutil.rmtree(invocation.target_path, ignore_errors=True)

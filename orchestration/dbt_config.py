@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator
 from pydantic import Field
 
 from cohortflow.as_of import format_as_of, parse_as_of
+from cohortflow.warehouse import WAREHOUSE_ENV_VAR
 
 
 class CohortflowTranslator(DagsterDbtTranslator):
@@ -41,14 +44,43 @@ class DbtRunConfig(dg.Config):
     full_refresh: bool = Field(default=False, description="Rebuild incremental models from scratch.")
 
 
-def dbt_build_args(as_of: str | datetime | None, warehouse_path: Path, *, full_refresh: bool = False) -> list[str]:
-    """The one ``dbt build`` invocation of a run.
+AS_OF_ENV_VAR = "COHORTFLOW_AS_OF"
 
-    ``as_of`` is resolved here, once, so every model of the run sees the same instant; the
-    warehouse path goes in as a var so that dbt writes exactly the file the resource names.
+
+@dataclass(frozen=True)
+class DbtInvocation:
+    """The one ``dbt build`` of a run: its arguments and the environment it needs."""
+
+    args: list[str]
+    env: dict[str, str]
+
+
+def dbt_build_invocation(
+    as_of: str | datetime | None, warehouse_path: Path, *, full_refresh: bool = False
+) -> DbtInvocation:
+    """The one ``dbt build`` of a run.
+
+    ``as_of`` is resolved here, once, so every model of the run sees the same instant. Both it and
+    the warehouse travel as environment variables (``$COHORTFLOW_AS_OF``, ``$COHORTFLOW_WAREHOUSE``),
+    not ``--vars``: dbt re-parses the whole project whenever its vars differ from the last parse
+    (~1.5 s of every hourly run, docs/benchmarks.md), while the ``as_of()`` macro reads the
+    environment at run time and the warehouse path stays what ``ensure_manifest`` parsed with.
     """
-    variables = {"as_of": format_as_of(parse_as_of(as_of)), "warehouse": str(warehouse_path)}
-    args = ["build", "--vars", json.dumps(variables)]
-    if full_refresh:
-        args.append("--full-refresh")
-    return args
+    args = ["build", "--full-refresh"] if full_refresh else ["build"]
+    env = {AS_OF_ENV_VAR: format_as_of(parse_as_of(as_of)), WAREHOUSE_ENV_VAR: str(warehouse_path)}
+    return DbtInvocation(args=args, env=env)
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration (for a subprocess started inside), then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -4,6 +4,9 @@
   Every time-relative model calls {{ as_of() }} instead of current_timestamp, so that any past moment
   can be recomputed exactly: `dbt build --vars '{as_of: "2024-03-10T12:00:00Z"}'`.
 
+  Where it comes from: the `as_of` var when given (`--vars`), else $COHORTFLOW_AS_OF (what Dagster
+  and `cohortflow run` set), else now.
+
   Accepted values of the `as_of` var:
     - unset, empty or 'now'            -> the start of this dbt invocation (run_started_at, UTC), so all
                                           models of one run share one moment;
@@ -22,6 +25,11 @@
   {%- set value = var('as_of', 'now') -%}
   {#- YAML turns `as_of: 2024-03-10` into a date object; its str() is the ISO text we parse below. -#}
   {%- set text = ('' if value is none else (value ~ '')) | trim -%}
+  {#- Orchestration passes the run's as_of in $COHORTFLOW_AS_OF: a var that changes every run would
+      make dbt re-parse the whole project each time. An explicit --vars as_of wins over it. -#}
+  {%- if text == '' or text | lower == 'now' -%}
+    {%- set text = env_var('COHORTFLOW_AS_OF', '') | trim -%}
+  {%- endif -%}
   {%- if text == '' or text | lower == 'now' -%}
     {%- set moment = run_started_at.astimezone(modules.pytz.utc).replace(tzinfo=none) -%}
   {%- else -%}

@@ -1,32 +1,41 @@
-import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from orchestration.dbt_config import CohortflowTranslator, dbt_build_args
+from orchestration.dbt_config import CohortflowTranslator, dbt_build_invocation, environment
 
 
-def test_one_build_with_as_of_and_warehouse_as_vars():
-    args = dbt_build_args("2011-12-09T12:50:00Z", Path("/data/w.duckdb"))
-    assert args[:2] == ["build", "--vars"]
-    assert json.loads(args[2]) == {"as_of": "2011-12-09 12:50:00", "warehouse": "/data/w.duckdb"}
-    assert "--full-refresh" not in args
+def test_one_build_with_as_of_and_warehouse_in_the_environment():
+    build = dbt_build_invocation("2011-12-09T12:50:00Z", Path("/data/w.duckdb"))
+    # No --vars: vars that differ from the last parse make dbt re-parse the whole project.
+    assert build.args == ["build"]
+    assert build.env == {"COHORTFLOW_AS_OF": "2011-12-09 12:50:00", "COHORTFLOW_WAREHOUSE": "/data/w.duckdb"}
 
 
 def test_as_of_is_resolved_once_to_a_fixed_moment_when_unset():
     # Every model of one run must see the same instant, so "now" is pinned before dbt starts.
-    variables = json.loads(dbt_build_args(None, Path("/w.duckdb"))[2])
-    assert datetime.strptime(variables["as_of"], "%Y-%m-%d %H:%M:%S")
+    build = dbt_build_invocation(None, Path("/w.duckdb"))
+    assert datetime.strptime(build.env["COHORTFLOW_AS_OF"], "%Y-%m-%d %H:%M:%S")
 
 
 def test_full_refresh_flag():
-    assert dbt_build_args(datetime(2020, 1, 1), Path("/w.duckdb"), full_refresh=True)[-1] == "--full-refresh"
+    assert dbt_build_invocation(datetime(2020, 1, 1), Path("/w.duckdb"), full_refresh=True).args == ["build", "--full-refresh"]
 
 
 def test_bad_as_of_is_refused_before_dbt_runs():
     with pytest.raises(ValueError, match="as_of"):
-        dbt_build_args("not-a-time", Path("/w.duckdb"))
+        dbt_build_invocation("not-a-time", Path("/w.duckdb"))
+
+
+def test_environment_is_restored_after_the_subprocess_started(monkeypatch):
+    monkeypatch.setenv("COHORTFLOW_AS_OF", "2000-01-01 00:00:00")
+    monkeypatch.delenv("COHORTFLOW_TEST_UNSET", raising=False)
+    with environment({"COHORTFLOW_AS_OF": "2011-12-09 12:50:00", "COHORTFLOW_TEST_UNSET": "x"}):
+        assert os.environ["COHORTFLOW_AS_OF"] == "2011-12-09 12:50:00"
+    assert os.environ["COHORTFLOW_AS_OF"] == "2000-01-01 00:00:00"
+    assert "COHORTFLOW_TEST_UNSET" not in os.environ
 
 
 @pytest.mark.parametrize(
