@@ -2,6 +2,7 @@
 # No `from __future__ import annotations`: Dagster reads the Config annotations at runtime.
 
 
+import json
 import shutil
 
 import dagster as dg
@@ -18,6 +19,28 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 # Under `dagster dev` this re-parses the project so edits show up on reload; elsewhere a no-op
 # (the CLI and tests run `cohortflow.dbt_manifest.ensure_manifest()` before importing us).
 dbt_project.prepare_if_dev()
+
+
+def source_asset_specs() -> list[dg.AssetSpec]:
+    """The raw tables dbt reads, as external assets: shown with their docs, loaded by `cohortflow ingest`.
+
+    dagster-dbt only uses sources as upstream keys; declaring them gives them a group, a description and
+    the ingest command in the UI. Read from the manifest's sources, never from a list of names.
+    """
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    translator = CohortflowTranslator()
+    specs = []
+    for source in manifest["sources"].values():
+        specs.append(
+            dg.AssetSpec(
+                key=translator.get_asset_key(source),
+                group_name=translator.get_group_name(source),
+                description=source.get("description") or None,
+                kinds={"duckdb"},
+                metadata={"loaded_by": "cohortflow ingest", "relation": f"{source['schema']}.{source['identifier']}"},
+            )
+        )
+    return specs
 
 
 def dbt_cli_resource() -> DbtCliResource:

@@ -10,7 +10,7 @@ from dagster_dbt import get_asset_key_for_model
 
 from cohortflow.as_of import format_as_of
 from cohortflow.warehouse import DBT_PROJECT_DIR
-from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project
+from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project, source_asset_specs
 from orchestration.resources import WarehouseResource
 from orchestration.sync_declarations import load_destinations, load_sync_declarations
 from orchestration.syncs import build_sync_asset
@@ -43,7 +43,7 @@ def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 defs = dg.Definitions(
-    assets=[cohortflow_dbt_models, *sync_assets],
+    assets=[*source_asset_specs(), cohortflow_dbt_models, *sync_assets],
     jobs=[cohortflow_job],
     schedules=[hourly_refresh],
     resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource()},
