@@ -2,8 +2,8 @@
 # No `from __future__ import annotations`: Dagster reads the Config annotations at runtime.
 
 
-import json
 import shutil
+from typing import Any, Mapping
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
@@ -21,13 +21,12 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 dbt_project.prepare_if_dev()
 
 
-def source_asset_specs() -> list[dg.AssetSpec]:
+def source_asset_specs(manifest: Mapping[str, Any]) -> list[dg.AssetSpec]:
     """The raw tables dbt reads, as external assets: shown with their docs, loaded by `cohortflow ingest`.
 
     dagster-dbt only uses sources as upstream keys; declaring them gives them a group, a description and
     the ingest command in the UI. Read from the manifest's sources, never from a list of names.
     """
-    manifest = json.loads(dbt_project.manifest_path.read_text())
     translator = CohortflowTranslator()
     specs = []
     for source in manifest["sources"].values():

@@ -5,6 +5,8 @@ Loaded by ``workspace.yaml`` (``dagster dev``) and by ``cohortflow run``.
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 from dagster_dbt import get_asset_key_for_model
 
@@ -18,7 +20,9 @@ from orchestration.syncs import build_sync_asset
 DESTINATIONS_FILE = DBT_PROJECT_DIR / "destinations.yml"
 MAIN_JOB = "cohortflow_job"
 
-sync_declarations = load_sync_declarations(dbt_project.manifest_path, load_destinations(DESTINATIONS_FILE))
+# Read once here for the raw tables and the syncs (dagster-dbt reads it for the models itself).
+manifest = json.loads(dbt_project.manifest_path.read_text())
+sync_declarations = load_sync_declarations(manifest, load_destinations(DESTINATIONS_FILE))
 sync_assets = [
     build_sync_asset(d, get_asset_key_for_model([cohortflow_dbt_models], d.model_name)) for d in sync_declarations
 ]
@@ -43,7 +47,7 @@ def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 defs = dg.Definitions(
-    assets=[*source_asset_specs(), cohortflow_dbt_models, *sync_assets],
+    assets=[*source_asset_specs(manifest), cohortflow_dbt_models, *sync_assets],
     jobs=[cohortflow_job],
     schedules=[hourly_refresh],
     resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource()},

@@ -23,7 +23,6 @@ Example (``dbt_project/models/syncs/*.yml``)::
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -124,10 +123,8 @@ def _relation(node: Mapping[str, Any]) -> str:
     return f"{node['schema']}.{node.get('alias') or node['name']}"
 
 
-def load_sync_declarations(manifest: Mapping[str, Any] | Path, destinations: Mapping[str, DestinationConfig]) -> list[SyncDeclaration]:
-    """Every exposure carrying ``meta.sync``, validated against the manifest and the destinations."""
-    if isinstance(manifest, Path):
-        manifest = json.loads(manifest.read_text())
+def load_sync_declarations(manifest: Mapping[str, Any], destinations: Mapping[str, DestinationConfig]) -> list[SyncDeclaration]:
+    """Every exposure carrying ``meta.sync`` in a parsed dbt manifest, validated against it and the destinations."""
     nodes = manifest.get("nodes", {})
     declarations: list[SyncDeclaration] = []
     for unique_id, exposure in sorted(manifest.get("exposures", {}).items()):
