@@ -44,3 +44,32 @@ class DestinationError(SyncError):
     Destinations raise this for errors they understand (bad path, rejected request); any other
     exception raised by a destination is wrapped in :class:`SyncError` by the engine.
     """
+
+
+class TransientDestinationError(DestinationError):
+    """The destination did not answer usefully (5xx, 429, timeout, dropped connection) even after the
+    in-run retries. Nothing of the batch counts as acknowledged; the run fails and a later run sends
+    the batch again (under the same idempotency key).
+
+    Attributes
+    ----------
+    retry_after
+        Seconds the destination asked to wait (``Retry-After``), when it said so.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatchRejectedError(DestinationError):
+    """The destination refused a whole batch with a permanent error (a 4xx other than 408 / 429).
+
+    The engine splits the batch in halves and sends each again to isolate the bad record(s); a single
+    record refused this way is marked rejected with ``reason`` and not retried until its data changes.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.status = status

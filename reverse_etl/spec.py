@@ -23,6 +23,9 @@ SYNC_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 DEFAULT_BATCH_SIZE = 10_000
+# Who a record is, for destinations that address people: a sync maps each kind it has to a source
+# column, and the record carries it under the kind's name (``email``, ``phone``...).
+IDENTIFIER_KINDS = ("user_id", "email", "phone", "device_id")
 MAX_BATCH_SIZE = 1_000_000
 
 
@@ -120,6 +123,16 @@ class SyncSpec:
         One of ``mirror``, ``upsert``, ``insert_only``, ``update_only``, ``remove`` (see :class:`SyncMode`).
     batch_size
         Most records handed to a destination at once; a destination may declare a smaller cap.
+    identifiers
+        Identifier kind (``user_id``, ``email``, ``phone``, ``device_id``) -> source column. Each
+        record carries them under the kind's name, beside ``fields``.
+    consent_relation, consent_column
+        When set, only users whose ``consent_column`` is true in ``consent_relation`` (keyed by
+        ``user_id``) are in the audience; users who lose consent are removed where they were sent.
+    suppress_relations
+        Relations with a ``user_id`` column (e.g. a suppression cohort) whose users are never sent.
+    user_column
+        The source column holding the user id that consent and suppression match on.
 
     Raises
     ------
@@ -133,6 +146,11 @@ class SyncSpec:
     fields: Mapping[str, str] | None = None
     mode: SyncMode | str = SyncMode.MIRROR
     batch_size: int = DEFAULT_BATCH_SIZE
+    identifiers: Mapping[str, str] | None = None
+    consent_relation: str | None = None
+    consent_column: str = "has_marketing_consent"
+    suppress_relations: Sequence[str] = ()
+    user_column: str = "user_id"
     relation_parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -177,6 +195,32 @@ class SyncSpec:
 
         object.__setattr__(self, "mode", SyncMode.parse(self.mode, sync_name=name))
 
+        if self.identifiers is not None:
+            if not isinstance(self.identifiers, Mapping):
+                raise SyncSpecError(f"sync {name!r}: identifiers must map identifier kind -> source column")
+            for kind, column in self.identifiers.items():
+                if kind not in IDENTIFIER_KINDS:
+                    raise SyncSpecError(
+                        f"sync {name!r}: identifiers has unknown kind {kind!r}; allowed: {', '.join(IDENTIFIER_KINDS)}"
+                    )
+                if not isinstance(column, str) or not column.strip():
+                    raise SyncSpecError(f"sync {name!r}: identifiers[{kind!r}] must name a source column, got {column!r}")
+                if self.fields is not None and kind in self.fields and self.fields[kind] != column:
+                    raise SyncSpecError(
+                        f"sync {name!r}: fields[{kind!r}] ({self.fields[kind]!r}) and identifiers[{kind!r}] ({column!r}) disagree"
+                    )
+            object.__setattr__(self, "identifiers", MappingProxyType(dict(self.identifiers)))
+        if self.consent_relation is not None:
+            parse_relation(self.consent_relation, sync_name=name)
+            if not isinstance(self.consent_column, str) or not IDENTIFIER_PATTERN.match(self.consent_column):
+                raise SyncSpecError(f"sync {name!r}: consent_column must be a column name, got {self.consent_column!r}")
+        suppress = (self.suppress_relations,) if isinstance(self.suppress_relations, str) else tuple(self.suppress_relations)
+        for relation in suppress:
+            parse_relation(relation, sync_name=name)
+        object.__setattr__(self, "suppress_relations", suppress)
+        if not isinstance(self.user_column, str) or not IDENTIFIER_PATTERN.match(self.user_column):
+            raise SyncSpecError(f"sync {name!r}: user_column must be a column name, got {self.user_column!r}")
+
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise SyncSpecError(f"sync {name!r}: batch_size must be an integer, got {self.batch_size!r}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
@@ -200,7 +244,10 @@ class SyncSpec:
         if not isinstance(data, Mapping):
             raise SyncSpecError(f"a sync declaration must be a mapping, got {type(data).__name__}")
         name = data.get("name", "?")
-        allowed = {"name", "source_relation", "primary_key", "fields", "mode", "batch_size"}
+        allowed = {
+            "name", "source_relation", "primary_key", "fields", "mode", "batch_size", "identifiers",
+            "consent_relation", "consent_column", "suppress_relations", "user_column",
+        }
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise SyncSpecError(f"sync {name!r}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")

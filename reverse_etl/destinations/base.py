@@ -102,12 +102,17 @@ class ChangeBatch:
     records
         One row per record, columns = destination fields. For ``remove`` the values are those last
         sent, so a destination that deletes by e-mail still has the e-mail.
+    idempotency_key
+        Identifies this batch's content for the destination's de-duplication (Amplitude's
+        ``message_id``, an ``Idempotency-Key`` header). It stays the same when the batch is retried,
+        in the run or by a later run after a crash, so a receiver can drop a second delivery.
     """
 
     operation: Operation
     sequence: int
     keys: tuple[str, ...]
     records: pa.Table
+    idempotency_key: str = ""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -126,9 +131,19 @@ class BatchResult:
     rejected
         Record key -> reason, for records the destination refused (e.g. invalid e-mail). They are
         logged in ``sync_records`` and retried by the next run, since their state does not advance.
+        Use it for transient, per-record failures (the destination was busy for that record).
+    permanent
+        Record key -> reason, for records the destination refused for good (invalid e-mail, unknown
+        id). They are logged as ``rejected`` and not sent again until their data changes.
+    skipped
+        Record key -> reason, for records this destination did not send by its own rule (e.g. no usable
+        identifier after normalising, ``unresolved mapping``). Logged as ``skipped``; not sent again
+        until their data changes; never a reason to fail the batch.
     """
 
     rejected: Mapping[str, str] = field(default_factory=dict)
+    permanent: Mapping[str, str] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,6 +224,22 @@ class Destination(abc.ABC):
     max_requests_per_second: ClassVar[float | None] = None
     supported_operations: ClassVar[frozenset[Operation]] = ALL_OPERATIONS
     flat_columns: ClassVar[bool] = False
+    # Identifier kinds (see IDENTIFIER_KINDS) a sync must map for this destination: every one of
+    # ``required_identifiers`` and at least one of ``any_identifier_of`` (when not empty).
+    required_identifiers: ClassVar[frozenset[str]] = frozenset()
+    any_identifier_of: ClassVar[frozenset[str]] = frozenset()
+    # Marketing destinations (e-mail, ads, CRM) send only users with marketing consent unless the
+    # sync explicitly declares otherwise; files and tables do not require it.
+    requires_consent: ClassVar[bool] = False
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, sync_name: str, base_dir: Any) -> Destination:
+        """Build the destination from its ``destinations.yml`` settings (secrets already resolved).
+
+        ``base_dir`` is the folder relative paths resolve against (the warehouse's folder).
+        Raises ``ValueError`` naming the setting when one is missing or invalid.
+        """
+        raise NotImplementedError(f"{cls.__name__} cannot be configured from settings")
 
     @property
     @abc.abstractmethod
