@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -106,6 +106,51 @@ class FileSnapshotDestination(SnapshotDestination):
     """
 
     file_format: ClassVar[str] = "file"
+    # destinations.yml settings of a file destination (see :meth:`from_settings`).
+    SETTINGS: ClassVar[tuple[str, ...]] = ("directory", "filename", "write_changes")
+    DEFAULT_DIRECTORY: ClassVar[str] = "destinations"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], *, sync_name: str, base_dir: Any) -> FileSnapshotDestination:
+        """Build from ``destinations.yml`` settings; nothing is read or created on disk.
+
+        Settings
+        --------
+        directory
+            Folder of the file; relative to ``base_dir`` (the warehouse's folder). Default ``destinations``.
+        filename
+            File name inside ``directory``; default ``<sync name>.csv`` / ``<sync name>.parquet``.
+            A plain name: no folder part (one file per sync, so give each sync its own name).
+        write_changes
+            ``true`` (default) or ``false``: also write ``<file>.changes/<run_id>.csv``.
+
+        Raises
+        ------
+        ValueError
+            Naming the setting: unknown, of the wrong type, or empty.
+        """
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"{cls.kind} destination settings must be a mapping, got {type(settings).__name__}")
+        unknown = sorted(set(settings) - set(cls.SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(map(repr, unknown))} for a {cls.kind} destination; known: {', '.join(cls.SETTINGS)}"
+            )
+        directory = settings.get("directory", cls.DEFAULT_DIRECTORY)
+        if not isinstance(directory, (str, os.PathLike)) or not str(directory).strip():
+            raise ValueError(f"setting 'directory' must be a folder path, got {directory!r}")
+        filename = settings.get("filename", f"{sync_name}.{cls.file_format}")
+        if not isinstance(filename, str) or not filename.strip() or filename.strip() in (".", ".."):
+            raise ValueError(f"setting 'filename' must be a file name, got {filename!r}")
+        if "/" in filename or os.sep in filename:
+            raise ValueError(f"setting 'filename' must be a plain file name (put folders in 'directory'), got {filename!r}")
+        write_changes = settings.get("write_changes", True)
+        if not isinstance(write_changes, bool):
+            raise ValueError(f"setting 'write_changes' must be true or false, got {write_changes!r}")
+        folder = Path(str(directory).strip()).expanduser()
+        if not folder.is_absolute():
+            folder = Path(base_dir) / folder
+        return cls(folder / filename.strip(), write_changes=write_changes)
 
     def __init__(self, path: str | os.PathLike[str], *, write_changes: bool = True) -> None:
         self.path = Path(path).expanduser().resolve()
