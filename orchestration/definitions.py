@@ -14,24 +14,30 @@ from cohortflow.as_of import format_as_of
 from cohortflow.warehouse import DBT_PROJECT_DIR
 from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project, source_asset_specs
 from orchestration.resources import WarehouseResource
-from orchestration.sync_declarations import load_destinations, load_sync_declarations
-from orchestration.syncs import build_sync_asset
+from orchestration.sync_declarations import load_project_declarations
+from orchestration.syncs import WAREHOUSE_TAGS, build_sync_asset, build_sync_schedules, hourly_keys, on_demand_keys
 
 DESTINATIONS_FILE = DBT_PROJECT_DIR / "destinations.yml"
 MAIN_JOB = "cohortflow_job"
 
 # Read once here for the raw tables and the syncs (dagster-dbt reads it for the models itself).
 manifest = json.loads(dbt_project.manifest_path.read_text())
-sync_declarations = load_sync_declarations(manifest, load_destinations(DESTINATIONS_FILE))
+sync_declarations = load_project_declarations(manifest, DESTINATIONS_FILE)
 sync_assets = [
     build_sync_asset(d, get_asset_key_for_model([cohortflow_dbt_models], d.model_name)) for d in sync_declarations
 ]
+sync_jobs, sync_schedules = build_sync_schedules(sync_declarations)
 
 cohortflow_job = dg.define_asset_job(
     MAIN_JOB,
-    selection=dg.AssetSelection.all(),
-    description="Everything, in order: dbt models (staging → marts → cohorts) and then the syncs.",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(*on_demand_keys(sync_declarations)),
+    description="Everything, in order: dbt models (staging → marts → cohorts), then every scheduled sync "
+    "(on-demand syncs run only when asked: `cohortflow sync run`, or Materialize in the UI).",
+    tags=WAREHOUSE_TAGS,
 )
+# The hourly refresh rebuilds the models and ships the hourly syncs in the same run; syncs of other
+# cadences have their own jobs (sync_jobs) and ship what the last refresh built.
+HOURLY_SELECTION = [*cohortflow_dbt_models.keys, *hourly_keys(sync_declarations)]
 
 
 def run_config_for(as_of: str | None = None, *, full_refresh: bool = False) -> dict:
@@ -41,15 +47,18 @@ def run_config_for(as_of: str | None = None, *, full_refresh: bool = False) -> d
 
 @dg.schedule(job=cohortflow_job, cron_schedule="0 * * * *", execution_timezone="UTC", name="hourly_refresh")
 def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Every hour, recompute as of the tick (not of when the run starts) so backfilled ticks are exact."""
+    """Every hour, recompute as of the tick (not of when the run starts) so backfilled ticks are exact,
+    then run the hourly syncs."""
     as_of = format_as_of(context.scheduled_execution_time)
-    return dg.RunRequest(run_key=as_of, run_config=run_config_for(as_of), tags={"as_of": as_of})
+    return dg.RunRequest(
+        run_key=as_of, run_config=run_config_for(as_of), tags={"as_of": as_of}, asset_selection=HOURLY_SELECTION
+    )
 
 
 defs = dg.Definitions(
     assets=[*source_asset_specs(manifest), cohortflow_dbt_models, *sync_assets],
-    jobs=[cohortflow_job],
-    schedules=[hourly_refresh],
+    jobs=[cohortflow_job, *sync_jobs],
+    schedules=[hourly_refresh, *sync_schedules],
     resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource()},
     # One DuckDB file admits one writer process: run the steps of a run in one process, in order.
     executor=dg.in_process_executor,

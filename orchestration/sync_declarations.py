@@ -195,7 +195,8 @@ def _check_settings(config: DestinationConfig, base_dir: Path) -> DestinationCon
     except (ValueError, TypeError, NotImplementedError) as exc:
         message = str(exc)
         placeholders = {path.rsplit(".", 1)[-1] for path in missing if path != config.where}
-        if any(re.search(rf"\b{re.escape(key)}\b", message) for key in placeholders):
+        typo = re.search(r"unknown setting", message, re.IGNORECASE)  # never caused by a placeholder
+        if not typo and any(re.search(rf"\b{re.escape(key)}\b", message) for key in placeholders):
             # Most likely our placeholder for the unset variable: the run will tell.
             names = ", ".join(sorted(set(missing.values())))
             return DestinationConfig(

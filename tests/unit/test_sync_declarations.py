@@ -39,7 +39,7 @@ class AppendOnlyDestination(RecordDestination):
     def from_settings(cls, settings, *, sync_name, base_dir):
         unknown = set(settings) - {"target"}
         if unknown:
-            raise ValueError(f"unknown setting(s) {sorted(unknown)}")
+            raise ValueError(f"unknown setting(s) {sorted(unknown)}; allowed: ['target']")
         if not str(settings.get("target", "")).startswith("queue://"):
             raise ValueError(f"setting 'target' must be a queue:// address, got {settings.get('target')!r}")
         return cls(settings["target"])
@@ -309,7 +309,13 @@ def test_an_unset_secret_fails_the_sync_that_uses_it_not_the_loading(tmp_path: P
 
     monkeypatch.setenv("STREAM_TARGET", "queue://events")
     assert loaded["stream"].build(tmp_path / "w.duckdb", "s").location == "queue://events"
+    # A misspelt setting beside the unset one is still a load error, though the message names 'target'.
+    write(path, "destinations:\n  stream:\n    type: append_only\n    target: \"{{ env_var('STREAM_TARGET') }}\"\n    tagret: x\n")
+    monkeypatch.delenv("STREAM_TARGET")
+    with pytest.raises(DeclarationError, match=r"destinations.stream: unknown setting\(s\) \['tagret'\]"):
+        load_destinations(path, base_dir=tmp_path)
     # Set but wrong: that is a load error again.
+    write(path, "destinations:\n  stream:\n    type: append_only\n    target: \"{{ env_var('STREAM_TARGET') }}\"\n")
     monkeypatch.setenv("STREAM_TARGET", "http://nope")
     with pytest.raises(DeclarationError, match=r"destinations.stream: setting 'target' must be a queue:// address"):
         load_destinations(path, base_dir=tmp_path)
