@@ -198,6 +198,9 @@ class PostgresTableDestination(RecordDestination):
     password
         A :class:`Secret` (from an environment variable), or ``None`` for trust / peer / ``.pgpass``
         / ``PGPASSWORD`` authentication.
+    password_env
+        Instead of ``password``: the environment variable holding it, read when connecting (so a
+        declaration loads where the secret is not set, and a run without it fails naming the variable).
     batch_log
         Record each applied batch's idempotency key in ``<table>__cohortflow_batches`` (or
         ``batch_log_table``), in the batch's own transaction, so a batch applied twice is detected.
@@ -222,6 +225,7 @@ class PostgresTableDestination(RecordDestination):
         port: int | None = None,
         user: str | None = None,
         password: Secret | None = None,
+        password_env: str | None = None,
         dbname: str | None = None,
         sslmode: str | None = None,
         dsn: str | None = None,
@@ -235,6 +239,11 @@ class PostgresTableDestination(RecordDestination):
         if password is not None and not isinstance(password, Secret):
             raise ValueError("password must be a Secret (read it from an environment variable), never a plain string")
         self.password = password
+        if password_env is not None and (not isinstance(password_env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env)):
+            raise ValueError(f"password_env must name an environment variable, got {password_env!r}")
+        if password is not None and password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        self.password_env = password_env
         parsed: dict[str, Any] = {}
         if dsn is not None:
             if not isinstance(dsn, str) or not dsn.strip():
@@ -317,17 +326,7 @@ class PostgresTableDestination(RecordDestination):
         if unknown:
             raise ValueError(f"postgres destination: unknown setting(s) {unknown}; allowed: {', '.join(_SETTINGS)}")
         password: Secret | None = None
-        if "password" in settings and "password_env" in settings:
-            raise ValueError("postgres destination: give password or password_env, not both")
-        if settings.get("password_env") is not None:
-            env_name = settings["password_env"]
-            if not isinstance(env_name, str) or not env_name:
-                raise ValueError("postgres destination: password_env must name an environment variable")
-            value = os.environ.get(env_name)
-            if not value:
-                raise ValueError(f"postgres destination: password_env: environment variable {env_name} is not set")
-            password = Secret(value)
-        elif settings.get("password") is not None:
+        if settings.get("password") is not None:
             value = settings["password"]
             if isinstance(value, Secret):
                 password = value
@@ -364,6 +363,7 @@ class PostgresTableDestination(RecordDestination):
                 port=number("port", None),
                 user=settings.get("user"),
                 password=password,
+                password_env=settings.get("password_env"),
                 dbname=settings.get("dbname"),
                 sslmode=settings.get("sslmode"),
                 dsn=settings.get("dsn"),
@@ -388,6 +388,7 @@ class PostgresTableDestination(RecordDestination):
             "port": self.port,
             "user": self.user,
             "password": self.password,
+            "password_env": self.password_env,
             "dbname": self.dbname,
             "schema": self.schema,
             "table": self.table,
@@ -403,10 +404,24 @@ class PostgresTableDestination(RecordDestination):
     def _where(self) -> str:
         return f"postgres destination {self.location}"
 
+    def _secret(self) -> Secret | None:
+        """The password: given, or read now from ``password_env``."""
+        if self.password is not None or self.password_env is None:
+            return self.password
+        value = os.environ.get(self.password_env)
+        if not value:
+            raise DestinationError(
+                f"{self._where()}: environment variable {self.password_env} (password_env) is not set where the sync runs"
+            )
+        return Secret(value)
+
     def _scrub(self, text: str) -> str:
         """Remove the password from a message, should a driver ever echo it."""
-        if self.password is not None:
-            text = text.replace(self.password.reveal(), "***")
+        values = [self.password.reveal()] if self.password is not None else []
+        if self.password_env and os.environ.get(self.password_env):
+            values.append(os.environ[self.password_env])
+        for value in values:
+            text = text.replace(value, "***")
         return text
 
     def _table_sql(self) -> sql.Composed:
@@ -430,8 +445,9 @@ class PostgresTableDestination(RecordDestination):
             params["user"] = self.user
         if self.sslmode:
             params["sslmode"] = self.sslmode
-        if self.password is not None:
-            params["password"] = self.password.reveal()
+        secret = self._secret()
+        if secret is not None:
+            params["password"] = secret.reveal()
         try:
             conn = psycopg.connect(self.dsn or "", autocommit=True, **params)
         except psycopg.Error as exc:

@@ -520,7 +520,8 @@ def test_settings_from_destinations_yml(monkeypatch: pytest.MonkeyPatch, tmp_pat
     )
     assert built.table == "vip_to_crm"  # one table per sync unless named
     assert built.location == "postgresql://writer@db.internal:5433/crm/audiences.vip_to_crm"
-    assert built.password == Secret(PASSWORD) and PASSWORD not in repr(built)
+    assert built.password_env == "COHORTFLOW_TEST_PG_PASSWORD" and PASSWORD not in repr(built)
+    assert built._secret() == Secret(PASSWORD)  # read when connecting, not when the declaration loads
     from_dsn = PostgresTableDestination.from_settings(
         {"dsn": "postgresql://writer@db.internal:6543/crm", "password": PASSWORD, "table": "vip"}, sync_name="x", base_dir=tmp_path
     )
@@ -531,7 +532,7 @@ def test_settings_from_destinations_yml(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ({"host": "h", "dbname": "d", "port": "fifty"}, "port"),
         ({"host": "h"}, "dbname"),
         ({"dbname": "d"}, "host"),
-        ({"host": "h", "dbname": "d", "password_env": "COHORTFLOW_TEST_UNSET_VAR"}, "COHORTFLOW_TEST_UNSET_VAR"),
+        ({"host": "h", "dbname": "d", "password_env": "not a name"}, "password_env"),
         ({"host": "h", "dbname": "d", "sslmode": "sometimes"}, "sslmode"),
         ({"host": "h", "dbname": "d", "table": "x" * 64}, "table"),
     ):
@@ -540,5 +541,10 @@ def test_settings_from_destinations_yml(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with pytest.raises(ValueError, match="must not contain password") as info:
         PostgresTableDestination.from_settings({"dsn": f"postgresql://w:{PASSWORD}@h/d"}, sync_name="s", base_dir=tmp_path)
     assert PASSWORD not in str(info.value)
+    unset = PostgresTableDestination.from_settings(
+        {"host": "h", "dbname": "d", "password_env": "COHORTFLOW_TEST_UNSET_VAR"}, sync_name="s", base_dir=tmp_path
+    )
+    with pytest.raises(DestinationError, match="environment variable COHORTFLOW_TEST_UNSET_VAR .* is not set"):
+        unset.check()
     with pytest.raises(ValueError, match="Secret"):
         PostgresTableDestination(host="h", dbname="d", table="t", password=PASSWORD)  # type: ignore[arg-type]
