@@ -641,7 +641,7 @@ class Settings:
     destination_type
         The ``type`` (``braze``), used in messages.
     sync_name
-        The sync being configured, used in messages.
+        The sync being configured (kept for defaults such as a cohort name).
     allowed
         Every setting this type understands; any other key is refused (a typo must not be ignored).
     """
@@ -662,8 +662,7 @@ class Settings:
             raise ValueError(f"{self._where()}: unknown setting(s) {unknown}; allowed: {sorted(allowed)}")
 
     def _where(self) -> str:
-        if self.sync_name:
-            return f"sync {self.sync_name!r}: {self.destination_type} destination"
+        # The declaration loader puts the file and the destination's name in front.
         return f"{self.destination_type} destination"
 
     def error(self, name: str, problem: str) -> ValueError:
