@@ -10,7 +10,7 @@ A plain library — no orchestrator import — usable from a notebook::
     result = run_sync(connect(), spec, CsvFileDestination("exports/cart_abandoners.csv"))
     print(result.format_text())
 
-See ``docs/syncs.md``.
+See ``docs/syncs.md`` (declaring syncs) and ``docs/sync-engine.md`` (what the engine guarantees).
 """
 
 from reverse_etl.destinations import (
@@ -26,14 +26,25 @@ from reverse_etl.destinations import (
     Snapshot,
     SnapshotDestination,
 )
+from reverse_etl.control import is_paused, pause_sync, record_history, resume_sync, sync_history
 from reverse_etl.engine import SyncResult, run_sync
-from reverse_etl.errors import DestinationError, SourceError, SyncError, SyncLockedError, SyncSpecError
+from reverse_etl.errors import (
+    BatchRejectedError,
+    DestinationError,
+    SourceError,
+    SyncError,
+    SyncLockedError,
+    SyncSpecError,
+    TransientDestinationError,
+)
 from reverse_etl.plan import SyncPlan, plan_sync
-from reverse_etl.spec import Operation, SyncMode, SyncSpec
+from reverse_etl.spec import IDENTIFIER_KINDS, Operation, SyncMode, SyncSpec, check_identifiers
 from reverse_etl.state import STATE_SCHEMA, ensure_state_tables
 
 __all__ = [
+    "IDENTIFIER_KINDS",
     "STATE_SCHEMA",
+    "BatchRejectedError",
     "BatchResult",
     "ChangeBatch",
     "CsvFileDestination",
@@ -55,7 +66,14 @@ __all__ = [
     "SyncResult",
     "SyncSpec",
     "SyncSpecError",
+    "TransientDestinationError",
+    "check_identifiers",
     "ensure_state_tables",
+    "is_paused",
+    "pause_sync",
     "plan_sync",
+    "record_history",
+    "resume_sync",
     "run_sync",
+    "sync_history",
 ]

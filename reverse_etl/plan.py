@@ -1,16 +1,28 @@
-"""Planning a sync: the diff between the source relation and what was last sent, in DuckDB SQL.
+"""Planning a sync: the diff between the audience and what was last sent, in DuckDB SQL.
 
 Each source record gets a key (the primary key as text) and a hash of its mapped fields (md5 of the
-JSON of the fields, sorted by name so re-ordering a mapping resends nothing). A full outer join with
-``cohortflow_syncs.sync_state`` classifies every key as add / change / remove / unchanged.
+JSON of the fields, sorted by name so re-ordering a mapping resends nothing). The *audience* is the
+source minus users without consent and suppressed users (when the sync declares them). A full outer
+join with ``cohortflow_syncs.sync_state`` classifies every key as add / change / remove / unchanged;
+two small tables refine that:
 
-The plan lives in three temporary tables owned by the :class:`SyncPlan`, so batches, samples, the
-snapshot and the state update all read one consistent picture even if the source changes mid-run:
+* ``sync_outbox`` — batches a killed or failed run wrote down but never marked. Its records whose
+  planned operation and hash are still the ones written are *replayed*: sent first, under the old
+  batch's idempotency key. The others are *in doubt* (the destination may or may not have applied
+  them) and are sent in normal batches even when the diff alone would say ``unchanged`` (a change
+  with the values of the last acknowledged state), or nothing (a remove with the values written in
+  the outbox, for a record that left the audience and was never acknowledged).
+* ``sync_refused`` — records the destination refused for good or skipped by its own rule: not sent
+  again (*held*) while their operation and hash are the ones refused; a full resync sends them.
 
-* ``source`` — one copy of the source: key, hash, fields (as one struct, so no field name can clash
-  with the plan's own columns);
-* ``diff`` — narrow: key, operation, whether the mode sends it, and its send position;
-* ``previous`` — the last-sent values of changed and removed records only.
+The plan lives in temporary tables owned by the :class:`SyncPlan`, so batches, samples, the snapshot
+and the state update all read one consistent picture even if the source changes mid-run:
+
+* ``source`` — one copy of the audience: key, hash, fields (as one struct, so no field name can
+  clash with the plan's own columns);
+* ``diff`` — narrow: key, operation, flags, hash and send position;
+* ``previous`` — the last-sent values of changed and removed records only;
+* ``outbox`` — the latest outbox row of each record (empty unless the plan replays).
 
 Keeping the wide data out of the join and the sort is what makes a 1M-record plan take about a
 second rather than several.
@@ -18,8 +30,10 @@ second rather than several.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -40,6 +54,12 @@ _OPERATION_RANK = {op: rank for rank, op in enumerate(SEND_ORDER)}
 FETCH_SIZE = 50_000
 # How many duplicate / NULL keys an error message quotes.
 _BAD_KEYS_SHOWN = 3
+# Length of an idempotency key: 32 hex characters = 128 bits of sha256.
+KEY_LENGTH = 32
+
+STATUS_SENT = "sent"
+STATUS_REJECTED = "rejected"
+STATUS_SKIPPED = "skipped"
 
 
 def quote_identifier(name: str) -> str:
@@ -57,6 +77,26 @@ def _is_nested(duckdb_type: str) -> bool:
     return upper.endswith("]") or upper.startswith(("STRUCT", "MAP", "UNION"))
 
 
+def batch_key(sync_name: str, run_id: str, sequence: int) -> str:
+    """The idempotency key of batch ``sequence`` of a run: hex sha256 of the three, 32 characters.
+
+    Deterministic (a replay recomputes nothing: the key is stored in the outbox) and unique, since
+    run ids are.
+    """
+    text = json.dumps(["batch", sync_name, run_id, int(sequence)])
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def split_key(parent_key: str, record_keys: Sequence[str]) -> str:
+    """The idempotency key of a part of a batch: derived from the parent's key and the part's records.
+
+    Two parts get the same key only if they hold the same records of the same parent, i.e. the same
+    content (within one outbox batch a record has one operation and one hash).
+    """
+    text = json.dumps(["part", parent_key, list(record_keys)])
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
 @dataclass(frozen=True)
 class MappedField:
     """One shipped field: destination name, source column and its DuckDB type."""
@@ -66,24 +106,15 @@ class MappedField:
     duckdb_type: str
 
 
-def resolve_fields(con: duckdb.DuckDBPyConnection, spec: SyncSpec) -> tuple[MappedField, ...]:
-    """Check the source relation and the field mapping against the warehouse.
-
-    Returns
-    -------
-    tuple of MappedField
-        In declared order (all source columns in table order when ``spec.fields`` is ``None``).
-
-    Raises
-    ------
-    SourceError
-        When the relation does not exist or a mapped / key column is missing from it.
-    """
-    relation_sql = ".".join(quote_identifier(p) for p in spec.relation_parts)
+def _relation_columns(
+    con: duckdb.DuckDBPyConnection, spec: SyncSpec, relation: str, parts: tuple[str, ...], what: str
+) -> dict[str, str]:
+    """Column name -> DuckDB type of a relation, or a SourceError naming it (and where it really is)."""
+    relation_sql = ".".join(quote_identifier(p) for p in parts)
     try:
         described = con.execute(f"describe select * from {relation_sql}").fetchall()
     except duckdb.CatalogException as exc:
-        table = spec.relation_parts[-1]
+        table = parts[-1]
         similar = [
             row[0]
             for row in con.execute(
@@ -93,30 +124,106 @@ def resolve_fields(con: duckdb.DuckDBPyConnection, spec: SyncSpec) -> tuple[Mapp
             ).fetchall()
         ]
         hint = f"; relations with that name: {', '.join(similar)}" if similar else " (has dbt built it?)"
-        raise SourceError(
-            f"sync {spec.name!r}: source relation {spec.source_relation!r} does not exist{hint}"
-        ) from exc
-    types = {row[0]: row[1] for row in described}
-    # DuckDB identifiers are case-insensitive; accept any case but ship the column's real name.
+        raise SourceError(f"sync {spec.name!r}: {what} {relation!r} does not exist{hint}") from exc
+    return {row[0]: row[1] for row in described}
+
+
+def _real_column(spec: SyncSpec, types: Mapping[str, str], relation: str, column: str, what: str) -> str:
+    """The column's real name (DuckDB identifiers are case-insensitive) or a SourceError naming it."""
     by_lower = {name.lower(): name for name in types}
+    found = by_lower.get(column.lower())
+    if found is None:
+        raise SourceError(
+            f"sync {spec.name!r}: {what} column {column!r} is not in {relation!r} (columns: {', '.join(types)})"
+        )
+    return found
 
-    def real_column(column: str, what: str) -> str:
-        found = by_lower.get(column.lower())
-        if found is None:
-            raise SourceError(
-                f"sync {spec.name!r}: {what} column {column!r} is not in {spec.source_relation!r} "
-                f"(columns: {', '.join(types)})"
-            )
-        return found
 
+def resolve_fields(con: duckdb.DuckDBPyConnection, spec: SyncSpec) -> tuple[MappedField, ...]:
+    """Check the source relation, the field mapping and the identifiers against the warehouse.
+
+    Returns
+    -------
+    tuple of MappedField
+        In declared order (all source columns in table order when ``spec.fields`` is ``None``),
+        then one field per identifier kind not already shipped under the kind's name.
+
+    Raises
+    ------
+    SourceError
+        When the relation does not exist, a mapped / key / identifier column is missing from it, or an
+        identifier kind's name is already shipped with another column.
+    """
+    types = _relation_columns(con, spec, spec.source_relation, spec.relation_parts, "source relation")
     for column in spec.primary_key:
-        real_column(column, "primary_key")
+        _real_column(spec, types, spec.source_relation, column, "primary_key")
     mapping = dict(spec.fields) if spec.fields is not None else {c: c for c in types}
     resolved = []
     for dest, src in mapping.items():
-        column = real_column(src, f"fields[{dest!r}]")
+        column = _real_column(spec, types, spec.source_relation, src, f"fields[{dest!r}]")
         resolved.append(MappedField(name=dest, column=column, duckdb_type=types[column]))
+    for kind, src in (spec.identifiers or {}).items():
+        column = _real_column(spec, types, spec.source_relation, src, f"identifiers[{kind!r}]")
+        shipped = next((f for f in resolved if f.name == kind), None)
+        if shipped is None:
+            resolved.append(MappedField(name=kind, column=column, duckdb_type=types[column]))
+        elif shipped.column != column:
+            raise SourceError(
+                f"sync {spec.name!r}: identifiers[{kind!r}] is column {column!r}, but the field {kind!r} already ships "
+                f"column {shipped.column!r}; map fields explicitly or point the identifier at {shipped.column!r}"
+            )
     return tuple(resolved)
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    """One batch of a run, before it is read: its send positions and idempotency key.
+
+    Attributes
+    ----------
+    sequence
+        1-based position of the batch within the run (replayed batches first).
+    operation
+        The batch's one operation.
+    low, high
+        The send positions it covers (contiguous).
+    key
+        Its idempotency key: the old key for a replayed batch, else :func:`batch_key`.
+    replayed
+        Whether it re-sends an outbox batch of an earlier run.
+    """
+
+    sequence: int
+    operation: Operation
+    low: int
+    high: int
+    key: str
+    replayed: bool
+
+    def __len__(self) -> int:
+        return self.high - self.low + 1
+
+
+@dataclass(frozen=True)
+class MarkSpan:
+    """Send positions ``low..high`` handed to the destination as one batch under ``batch_key``."""
+
+    low: int
+    high: int
+    batch_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the destination said about one record that it did not apply.
+
+    ``status`` is ``rejected`` or ``skipped``; ``refused`` is true when it is for good (a permanent
+    rejection or a skip), so the record is held until its data changes.
+    """
+
+    status: str
+    reason: str
+    refused: bool
 
 
 class SyncPlan:
@@ -130,11 +237,20 @@ class SyncPlan:
     spec
         The sync planned.
     full_resync
-        Whether the previous state was ignored for adds / changes.
+        Whether the previous state (and earlier refusals) were ignored for adds / changes.
     adds, changes, removes, unchanged
-        The whole diff, whatever the mode.
+        The whole diff, whatever the mode (in-doubt records count under the operation they are sent as).
     to_send
         Per operation, how many records this sync's mode sends.
+    held
+        Records not sent because the destination refused (or skipped) this very operation and data before.
+    replayed
+        Records re-sent under the idempotency key of an earlier run's unmarked batch.
+    in_doubt
+        Records an earlier run may have delivered without marking, whose data or operation has moved
+        since: sent again in normal batches.
+    excluded_consent, excluded_suppressed
+        Source records left out of the audience: no consent, or (with consent) in a suppression relation.
     fields
         The shipped fields.
     """
@@ -145,8 +261,12 @@ class SyncPlan:
         spec: SyncSpec,
         tables: _PlanTables,
         fields: tuple[MappedField, ...],
-        counts: dict[tuple[str, bool], int],
+        counts: dict[tuple[str, bool, bool, bool, bool], int],
         full_resync: bool,
+        *,
+        excluded_consent: int = 0,
+        excluded_suppressed: int = 0,
+        outbox_order_base: int = 0,
     ) -> None:
         self._con = con
         self._t = tables
@@ -154,15 +274,23 @@ class SyncPlan:
         self.full_resync = full_resync
         self.fields = fields
         self._counts = counts
-        self.adds = self._count(Operation.ADD.value)
-        self.changes = self._count(Operation.CHANGE.value)
-        self.removes = self._count(Operation.REMOVE.value)
-        self.unchanged = self._count("unchanged")
-        self.to_send: dict[Operation, int] = {op: counts.get((op.value, True), 0) for op in Operation}
+        self.adds = self._count(lambda op, *_: op == Operation.ADD.value)
+        self.changes = self._count(lambda op, *_: op == Operation.CHANGE.value)
+        self.removes = self._count(lambda op, *_: op == Operation.REMOVE.value)
+        self.unchanged = self._count(lambda op, *_: op == "unchanged")
+        self.to_send: dict[Operation, int] = {
+            op: self._count(lambda o, sel, *_, v=op.value: o == v and sel) for op in Operation
+        }
+        self.held = self._count(lambda op, sel, held, *_: held)
+        self.replayed = self._count(lambda op, sel, held, replay, doubt: replay)
+        self.in_doubt = self._count(lambda op, sel, held, replay, doubt: doubt and sel)
+        self.excluded_consent = excluded_consent
+        self.excluded_suppressed = excluded_suppressed
+        self.outbox_order_base = outbox_order_base
         self._closed = False
 
-    def _count(self, operation: str) -> int:
-        return sum(n for (op, _), n in self._counts.items() if op == operation)
+    def _count(self, keep) -> int:  # type: ignore[no-untyped-def]
+        return sum(n for key, n in self._counts.items() if keep(*key))
 
     # -- counts ---------------------------------------------------------------------------------
 
@@ -173,12 +301,13 @@ class SyncPlan:
 
     @property
     def rows_skipped(self) -> int:
-        """Diff records the mode does not send (e.g. removes under ``upsert``)."""
-        return self.adds + self.changes + self.removes - self.rows_to_send
+        """Diff records the mode does not send (e.g. removes under ``upsert``); held records not included."""
+        return self.adds + self.changes + self.removes - self.rows_to_send - self.held
 
     @property
     def source_rows(self) -> int:
-        """Records in the source relation."""
+        """Records in the audience (the source relation less exclusions)."""
+        # Adds and changes (in-doubt ones included) are read from the audience; removes never are.
         return self.adds + self.changes + self.unchanged
 
     @property
@@ -201,13 +330,25 @@ class SyncPlan:
         return tuple(out)
 
     def summary(self) -> str:
-        """One line: the diff and what the mode sends."""
+        """One line: the diff, what the mode sends, and what was held back or left out."""
         sent = ", ".join(f"{op.value} {self.to_send[op]:,}" for op in SEND_ORDER if op in self.spec.sync_mode.operations)
-        return (
+        line = (
             f"sync {self.spec.name!r} ({self.spec.sync_mode.value}{', full resync' if self.full_resync else ''}): "
             f"{self.adds:,} to add, {self.changes:,} changed, {self.removes:,} to remove, {self.unchanged:,} unchanged; "
             f"sends {sent or 'nothing'}"
         )
+        extra = []
+        if self.replayed:
+            extra.append(f"{self.replayed:,} replayed from the outbox")
+        if self.in_doubt:
+            extra.append(f"{self.in_doubt:,} in doubt re-sent")
+        if self.held:
+            extra.append(f"{self.held:,} held (refused before, unchanged)")
+        if self.spec.consent_relation is not None:
+            extra.append(f"{self.excluded_consent:,} excluded without consent")
+        if self.spec.suppress_relations:
+            extra.append(f"{self.excluded_suppressed:,} suppressed")
+        return line + ("; " + ", ".join(extra) if extra else "")
 
     # -- reading records --------------------------------------------------------------------------
 
@@ -244,11 +385,27 @@ class SyncPlan:
             f"where d.operation = {quote_literal(operation.value)} and {where}) as x"
         )
 
-    def sample_keys(self, operation: Operation | str, limit: int = 5) -> list[str]:
-        """Up to ``limit`` keys of the diff with this operation (``unchanged`` allowed), sorted."""
+    def _window_query(self, low: int, high: int) -> str:
+        """Records at send positions ``low..high``, any operation, in send order."""
+        t = self._t
+        rec = f"case when d.operation = 'remove' then v.previous_record::{self._struct_type()} else s.fields end"
+        return (
+            f"select x.record_key as _cf_record_key, {self._unpack('x.rec')} from ("
+            f"select d.record_key, d.send_seq, {rec} as rec from "
+            f"(select record_key, send_seq, operation from {t.diff} where send_seq between {int(low)} and {int(high)}) d "
+            f"left join {t.source} s on s.record_key = d.record_key "
+            f"left join {t.previous} v on v.record_key = d.record_key) as x order by x.send_seq"
+        )
+
+    def sample_keys(self, operation: Operation | str, limit: int = 5, *, sent_only: bool = False) -> list[str]:
+        """Up to ``limit`` keys of the diff with this operation (``unchanged`` allowed), sorted.
+
+        ``sent_only`` keeps the records this run sends (not those the mode leaves or that are held).
+        """
         op = operation.value if isinstance(operation, Operation) else str(operation)
+        selected = " and is_selected" if sent_only else ""
         rows = self._con.execute(
-            f"select record_key from {self._t.diff} where operation = ? order by record_key limit ?", [op, limit]
+            f"select record_key from {self._t.diff} where operation = ?{selected} order by record_key limit ?", [op, limit]
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -261,14 +418,87 @@ class SyncPlan:
         query = self._records_query(op, "true") + f" order by _cf_record_key limit {int(limit)}"
         return self._con.sql(query).to_arrow_table().remove_column(0).to_pylist()
 
+    def batch_plan(
+        self,
+        batch_size: int | None = None,
+        *,
+        run_id: str | None = None,
+        operations: Iterable[Operation] | None = None,
+    ) -> list[PlannedBatch]:
+        """The batches of this run, in send order, before reading any record.
+
+        Replayed outbox batches come first, one per old batch (whatever its size: the engine splits
+        one that is larger than today's cap), then removes, changes and adds cut into ``batch_size``.
+
+        Parameters
+        ----------
+        batch_size
+            Records per new batch; default ``spec.batch_size``.
+        run_id
+            The run, to derive new batches' idempotency keys (:func:`batch_key`); without it they are ``""``.
+        operations
+            Restrict to these operations (default: all that the mode sends).
+        """
+        size = batch_size or self.spec.batch_size
+        wanted = set(operations) if operations is not None else set(Operation)
+        out: list[PlannedBatch] = []
+        replays = self._con.execute(
+            f"select replay_key, operation, min(send_seq), max(send_seq) from {self._t.diff} where replay "
+            "group by replay_key, operation order by 3"
+        ).fetchall()
+        for key, op, low, high in replays:
+            operation = Operation(op)
+            if operation in wanted:
+                out.append(PlannedBatch(len(out) + 1, operation, int(low), int(high), key, True))
+        for op, (low, high) in self._send_ranges().items():
+            if op not in wanted:
+                continue
+            for start in range(low, high + 1, size):
+                sequence = len(out) + 1
+                key = batch_key(self.spec.name, run_id, sequence) if run_id else ""
+                out.append(PlannedBatch(sequence, op, start, min(start + size - 1, high), key, False))
+        return out
+
+    def read_batches(
+        self, planned: Sequence[PlannedBatch], *, fetch_size: int = FETCH_SIZE
+    ) -> Iterator[tuple[PlannedBatch, ChangeBatch]]:
+        """Read the records of planned batches, in larger reads (``fetch_size`` records or one batch).
+
+        Each read is fully fetched before its batches are yielded, so the caller may write to the
+        warehouse (mark batches, write the outbox) between batches.
+        """
+        index = 0
+        while index < len(planned):
+            window = [planned[index]]
+            records = len(planned[index])
+            while index + len(window) < len(planned):
+                following = planned[index + len(window)]
+                # One read covers contiguous positions only (a filtered plan may leave gaps).
+                if following.low != window[-1].high + 1 or records + len(following) > fetch_size:
+                    break
+                records += len(following)
+                window.append(following)
+            index += len(window)
+            chunk = self._con.sql(self._window_query(window[0].low, window[-1].high)).to_arrow_table()
+            offset = 0
+            for pb in window:
+                part = chunk.slice(offset, len(pb))
+                offset += len(pb)
+                keys = tuple(part.column(0).to_pylist())
+                yield pb, ChangeBatch(
+                    operation=pb.operation, sequence=pb.sequence, keys=keys,
+                    records=part.remove_column(0), idempotency_key=pb.key,
+                )
+
     def batches(
         self,
         batch_size: int | None = None,
         operations: Iterable[Operation] | None = None,
         *,
         fetch_size: int = FETCH_SIZE,
+        run_id: str | None = None,
     ) -> Iterator[ChangeBatch]:
-        """Yield the records the mode sends, one operation per batch, removes first.
+        """Yield the records the mode sends, one operation per batch: replays, then removes, changes, adds.
 
         Batches come in send order and cover the send positions without gaps, so batch after
         batch the positions run 1, 2, ... ``rows_to_send``. Records are read from DuckDB in
@@ -282,47 +512,32 @@ class SyncPlan:
         operations
             Restrict to these operations (default: all that the mode sends).
         fetch_size
-            Records per read from DuckDB (at least ``batch_size``).
+            Records per read from DuckDB (at least one batch).
+        run_id
+            Derive the batches' idempotency keys for this run (see :meth:`batch_plan`).
         """
-        size = batch_size or self.spec.batch_size
-        # A whole number of batches per read, so that only an operation's last batch is short.
-        fetch = max(size, fetch_size // size * size)
-        wanted = set(operations) if operations is not None else set(Operation)
-        sequence = 0
-        for op, (low, high) in self._send_ranges().items():
-            if op not in wanted:
-                continue
-            for start in range(low, high + 1, fetch):
-                end = min(start + fetch - 1, high)
-                query = self._records_query(op, f"d.send_seq between {start} and {end}") + " order by x.send_seq"
-                chunk = self._con.sql(query).to_arrow_table()
-                for offset in range(0, chunk.num_rows, size):
-                    part = chunk.slice(offset, size)
-                    sequence += 1
-                    keys = tuple(part.column(0).to_pylist())
-                    yield ChangeBatch(operation=op, sequence=sequence, keys=keys, records=part.remove_column(0))
+        planned = self.batch_plan(batch_size, run_id=run_id, operations=operations)
+        for _, batch in self.read_batches(planned, fetch_size=fetch_size):
+            yield batch
 
     def _send_ranges(self) -> dict[Operation, tuple[int, int]]:
-        """``send_seq`` range per operation; sequences are contiguous in SEND_ORDER."""
-        ranges: dict[Operation, tuple[int, int]] = {}
-        low = 1
-        for op in SEND_ORDER:
-            n = self.to_send[op]
-            if n:
-                ranges[op] = (low, low + n - 1)
-                low += n
-        return ranges
+        """``send_seq`` range per operation of the records sent in new batches (replays excluded)."""
+        rows = self._con.execute(
+            f"select operation, min(send_seq), max(send_seq) from {self._t.diff} where is_selected and not replay group by 1"
+        ).fetchall()
+        by_op = {Operation(op): (int(low), int(high)) for op, low, high in rows}
+        return {op: by_op[op] for op in SEND_ORDER if op in by_op}
 
     def send_range(self, operation: Operation) -> tuple[int, int] | None:
-        """The ``send_seq`` range of one operation, or ``None`` when the mode sends none of it."""
+        """The ``send_seq`` range of one operation's new batches, or ``None`` when the mode sends none of it."""
         return self._send_ranges().get(operation)
 
     def snapshot(self, run: RunInfo, *, flat_columns: bool = False, rows_per_batch: int | None = None) -> Snapshot:
         """The audience as it stands once this plan is applied, for snapshot destinations.
 
-        That is the state after this run: for ``mirror`` exactly the source; for ``upsert`` the source
-        plus records that left it (they were never removed); for ``insert_only`` / ``update_only``
-        changes or adds that the mode does not send keep their previous form or stay out.
+        That is the state after this run: for ``mirror`` exactly the audience; for ``upsert`` the
+        audience plus records that left it (they were never removed); for ``insert_only`` /
+        ``update_only`` changes or adds that the mode does not send keep their previous form or stay out.
 
         Parameters
         ----------
@@ -367,61 +582,159 @@ class SyncPlan:
             _read_changes=read_changes,
         )
 
-    # -- applying to state --------------------------------------------------------------------------
+    # -- writing the outbox and the state --------------------------------------------------------------
 
-    def mark_acknowledged(
+    def write_outbox(self, *, run_id: str, batches: Sequence[PlannedBatch], written_at: datetime) -> int:
+        """Write new (not replayed) batches to ``sync_outbox`` before they are sent.
+
+        Runs inside the caller's transaction. Returns the number of rows written.
+        """
+        new = [b for b in batches if not b.replayed]
+        if not new:
+            return 0
+        spans = pa.table({
+            "low": pa.array([b.low for b in new], pa.int64()),
+            "high": pa.array([b.high for b in new], pa.int64()),
+            "batch_key": pa.array([b.key for b in new], pa.string()),
+            "batch_seq": pa.array([b.sequence for b in new], pa.int32()),
+        })
+        name = f"_cf_outbox_spans_{uuid.uuid4().hex}"
+        self._con.register(name, spans)
+        t = self._t
+        try:
+            self._con.execute(
+                f"insert into {STATE_SCHEMA}.sync_outbox (sync_name, run_id, batch_key, batch_seq, batch_order, operation, "
+                "record_key, record_hash, record, written_at) "
+                f"select ?, ?, sp.batch_key, sp.batch_seq, {int(self.outbox_order_base)} + sp.batch_seq, d.operation, d.record_key, "
+                "d.record_hash, case when d.operation <> 'remove' then to_json(s.fields) end, ? "
+                f"from (select * from {t.diff} where send_seq between {min(b.low for b in new)} and {max(b.high for b in new)}) d "
+                f"asof join {name} sp on d.send_seq >= sp.low "
+                f"left join {t.source} s on s.record_key = d.record_key "
+                "where d.send_seq <= sp.high",
+                [self.spec.name, run_id, written_at],
+            )
+        finally:
+            self._con.unregister(name)
+        return sum(len(b) for b in new)
+
+    def relabel_outbox(self, *, old_key: str, new_key: str, low: int, high: int) -> None:
+        """Move the outbox rows of send positions ``low..high`` from batch ``old_key`` to ``new_key``.
+
+        Called (and committed) before a part of a split batch is sent under its own key, so that a
+        replay after a crash re-sends that part under that key.
+        """
+        self._con.execute(
+            f"update {STATE_SCHEMA}.sync_outbox set batch_key = ? where sync_name = ? and batch_key = ? "
+            f"and record_key in (select record_key from {self._t.diff} where send_seq between {int(low)} and {int(high)})",
+            [new_key, self.spec.name, old_key],
+        )
+
+    def mark(
         self,
         *,
         run_id: str,
         sent_at: datetime,
-        low: int,
-        high: int,
-        rejected: dict[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """Record that the destination acknowledged send positions ``low..high`` (but ``rejected``).
+        spans: Sequence[MarkSpan],
+        outcomes: Mapping[str, Outcome] | None = None,
+    ) -> dict[tuple[str, str, bool], int]:
+        """Record what the destination answered for send positions covered by ``spans``.
 
-        Moves ``sync_state`` forward for the acknowledged records and writes their ``sync_records``
-        rows. Runs inside the caller's transaction, so the mark and the run's counters commit together.
+        Every record of the spans is acknowledged except those in ``outcomes``. Acknowledged records
+        move ``sync_state`` forward (removes leave it) and clear their earlier refusals and all their
+        outbox rows; records refused for good (``Outcome.refused``) are written to ``sync_refused``;
+        every record gets a ``sync_records`` row (``sent`` / ``rejected`` / ``skipped``, with the reason)
+        and the outbox row of its batch is deleted. Runs inside the caller's transaction, so the mark,
+        the outbox deletion and the run's counters commit together.
 
         Returns
         -------
-        (acknowledged, rejected)
-            Record counts.
+        dict
+            ``(operation, status, refused) -> records``.
         """
+        if not spans:
+            return {}
+        outcomes = outcomes or {}
         name = self.spec.name
-        rejected = rejected or {}
-        rejected_table = f"_cf_rejected_{uuid.uuid4().hex}"
-        self._con.register(
-            rejected_table,
-            pa.table({"record_key": pa.array(list(rejected), pa.string()), "reason": pa.array(list(rejected.values()), pa.string())}),
-        )
         t = self._t
+        spans_table = f"_cf_mark_spans_{uuid.uuid4().hex}"
+        outcome_table = f"_cf_mark_outcomes_{uuid.uuid4().hex}"
+        marked = f"_cf_marked_{uuid.uuid4().hex}"
+        ordered = sorted(spans, key=lambda s: s.low)
+        self._con.register(spans_table, pa.table({
+            "low": pa.array([s.low for s in ordered], pa.int64()),
+            "high": pa.array([s.high for s in ordered], pa.int64()),
+            "batch_key": pa.array([s.batch_key for s in ordered], pa.string()),
+        }))
+        self._con.register(outcome_table, pa.table({
+            "record_key": pa.array(list(outcomes), pa.string()),
+            "status": pa.array([o.status for o in outcomes.values()], pa.string()),
+            "reason": pa.array([o.reason for o in outcomes.values()], pa.string()),
+            "refused": pa.array([o.refused for o in outcomes.values()], pa.bool_()),
+        }))
         try:
-            acked = (
-                f"select d.record_key, d.operation from {t.diff} d where d.send_seq between {int(low)} and {int(high)} "
-                f"and not exists (select 1 from {rejected_table} r where r.record_key = d.record_key)"
-            )
             self._con.execute(
-                f"delete from {STATE_SCHEMA}.sync_state where sync_name = ? "
-                f"and record_key in (select record_key from ({acked}))",
-                [name],
+                f"create temp table {marked} as select d.record_key, d.operation, d.record_hash, sp.batch_key, "
+                "o.status, o.reason, coalesce(o.refused, false) as refused "
+                f"from (select record_key, operation, record_hash, send_seq from {t.diff} "
+                f"where send_seq between {ordered[0].low} and {max(s.high for s in ordered)}) d "
+                f"asof join {spans_table} sp on d.send_seq >= sp.low "
+                f"left join {outcome_table} o on o.record_key = d.record_key "
+                "where d.send_seq <= sp.high"
+            )
+            acked = f"select record_key from {marked} where status is null"
+            self._con.execute(
+                f"delete from {STATE_SCHEMA}.sync_state where sync_name = ? and record_key in ({acked})", [name]
             )
             self._con.execute(
                 f"insert into {STATE_SCHEMA}.sync_state (sync_name, record_key, record_hash, record, sent_at, run_id) "
                 f"select ?, s.record_key, s.record_hash, to_json(s.fields), ?, ? from {t.source} s "
-                f"join ({acked}) a on a.record_key = s.record_key where a.operation in ('add', 'change')",
+                f"join {marked} m on m.record_key = s.record_key where m.status is null and m.operation in ('add', 'change')",
                 [name, sent_at, run_id],
             )
             self._con.execute(
-                f"insert into {STATE_SCHEMA}.sync_records (run_id, sync_name, record_key, operation, status, reason) "
-                f"select ?, ?, d.record_key, d.operation, case when r.record_key is null then 'sent' else 'rejected' end, r.reason "
-                f"from {t.diff} d left join {rejected_table} r on r.record_key = d.record_key "
-                f"where d.send_seq between {int(low)} and {int(high)}",
-                [run_id, name],
+                f"insert into {STATE_SCHEMA}.sync_records (run_id, sync_name, record_key, operation, status, reason, "
+                "record_hash, batch_key, recorded_at) "
+                f"select ?, ?, record_key, operation, coalesce(status, 'sent'), reason, record_hash, batch_key, ? from {marked}",
+                [run_id, name, sent_at],
             )
+            self._con.execute(
+                f"delete from {STATE_SCHEMA}.sync_refused where sync_name = ? and record_key in (select record_key from {marked})",
+                [name],
+            )
+            self._con.execute(
+                f"insert into {STATE_SCHEMA}.sync_refused (sync_name, record_key, operation, record_hash, status, reason, run_id, refused_at) "
+                f"select ?, record_key, operation, record_hash, status, reason, ?, ? from {marked} where refused",
+                [name, run_id, sent_at],
+            )
+            # Acknowledged: every outbox row of the record is settled (the destination holds this
+            # version). Not applied: only this batch's row, and (refused for good) earlier rows of
+            # the same operation and data, which the destination would refuse the same way.
+            self._con.execute(
+                f"delete from {STATE_SCHEMA}.sync_outbox o using {marked} m where o.sync_name = ? and o.record_key = m.record_key "
+                "and (m.status is null or o.batch_key = m.batch_key "
+                "or (m.refused and o.operation = m.operation and o.record_hash = m.record_hash))",
+                [name],
+            )
+            rows = self._con.execute(
+                f"select operation, coalesce(status, 'sent'), refused, count(*) from {marked} group by all"
+            ).fetchall()
         finally:
-            self._con.unregister(rejected_table)
-        return high - low + 1 - len(rejected), len(rejected)
+            self._con.execute(f"drop table if exists {marked}")
+            self._con.unregister(spans_table)
+            self._con.unregister(outcome_table)
+        return {(op, status, bool(refused)): int(n) for op, status, refused, n in rows}
+
+    def forget_outbox(self) -> None:
+        """Delete every outbox row of the sync (after a snapshot destination received the whole audience)."""
+        self._con.execute(f"delete from {STATE_SCHEMA}.sync_outbox where sync_name = ?", [self.spec.name])
+
+    def forget_stale_refusals(self) -> None:
+        """Delete refusals of records neither in the audience nor in the state (they will never be planned)."""
+        self._con.execute(
+            f"delete from {STATE_SCHEMA}.sync_refused r where r.sync_name = ? "
+            f"and not exists (select 1 from {self._t.diff} d where d.record_key = r.record_key)",
+            [self.spec.name],
+        )
 
     # -- lifetime -----------------------------------------------------------------------------------
 
@@ -438,8 +751,58 @@ class SyncPlan:
         self.close()
 
 
-def plan_sync(con: duckdb.DuckDBPyConnection, spec: SyncSpec, *, full_resync: bool = False) -> SyncPlan:
-    """Compute the diff between ``spec.source_relation`` and what the sync last sent.
+def _audience_filter(
+    con: duckdb.DuckDBPyConnection, spec: SyncSpec, source_types: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """Joins and an ``excluded`` expression (0 in the audience, 1 no consent, 2 suppressed), or None.
+
+    Consent: the user's rows in ``consent_relation`` (matched on ``user_id``) must all say true
+    (NULL, false, a value that is not a boolean, or no row at all = no consent). Suppression: any
+    row with the user's id in any ``suppress_relations``. Ids are compared as text.
+
+    Raises
+    ------
+    SourceError
+        When a relation or column is missing (named).
+    """
+    if spec.consent_relation is None and not spec.suppress_relations:
+        return None
+    user_column = _real_column(spec, source_types, spec.source_relation, spec.user_column, "user_column")
+    user = f"cast(r.{quote_identifier(user_column)} as varchar)"
+    joins, excluded = [], "0"
+    if spec.consent_relation is not None:
+        parts = tuple(spec.consent_relation.split("."))
+        types = _relation_columns(con, spec, spec.consent_relation, parts, "consent_relation")
+        uid = _real_column(spec, types, spec.consent_relation, "user_id", "consent_relation user_id")
+        flag = _real_column(spec, types, spec.consent_relation, spec.consent_column, "consent_column")
+        relation_sql = ".".join(quote_identifier(p) for p in parts)
+        joins.append(
+            f"left join (select cast({quote_identifier(uid)} as varchar) as uid from {relation_sql} group by 1 "
+            f"having bool_and(coalesce(try_cast({quote_identifier(flag)} as boolean), false))) _cf_consent "
+            f"on _cf_consent.uid = {user}"
+        )
+        excluded = "case when _cf_consent.uid is null then 1 else 0 end"
+    if spec.suppress_relations:
+        selects = []
+        for relation in spec.suppress_relations:
+            parts = tuple(relation.split("."))
+            types = _relation_columns(con, spec, relation, parts, "suppress_relations entry")
+            uid = _real_column(spec, types, relation, "user_id", "suppress_relations user_id")
+            selects.append(
+                f"select cast({quote_identifier(uid)} as varchar) as uid from {'.'.join(quote_identifier(p) for p in parts)}"
+            )
+        joins.append(
+            f"left join (select distinct uid from ({' union all '.join(selects)}) where uid is not null) _cf_suppressed "
+            f"on _cf_suppressed.uid = {user}"
+        )
+        excluded = f"case when ({excluded}) = 1 then 1 when _cf_suppressed.uid is not null then 2 else 0 end"
+    return " ".join(joins), excluded
+
+
+def plan_sync(
+    con: duckdb.DuckDBPyConnection, spec: SyncSpec, *, full_resync: bool = False, replay: bool = True
+) -> SyncPlan:
+    """Compute the diff between the audience of ``spec.source_relation`` and what the sync last sent.
 
     Parameters
     ----------
@@ -448,8 +811,11 @@ def plan_sync(con: duckdb.DuckDBPyConnection, spec: SyncSpec, *, full_resync: bo
     spec
         The sync.
     full_resync
-        Ignore what was sent before: every source record is an add. Records sent before but gone
-        from the source are still removes (a mirror only deletes what it sent).
+        Ignore what was sent and refused before: every audience record is an add. Records sent
+        before but gone from the audience are still removes (a mirror only deletes what it sent).
+    replay
+        Take the outbox into account (replayed and in-doubt records). Record destinations need it;
+        a snapshot destination, which receives the whole audience, does not.
 
     Returns
     -------
@@ -459,65 +825,147 @@ def plan_sync(con: duckdb.DuckDBPyConnection, spec: SyncSpec, *, full_resync: bo
     Raises
     ------
     SourceError
-        Missing relation or column, or a primary key that is NULL or not unique (names a bad key).
+        Missing relation or column (source, consent, suppression), or a primary key that is NULL or
+        not unique (names a bad key).
     """
     if not isinstance(spec, SyncSpec):
         raise SyncSpecError(f"plan_sync needs a SyncSpec, got {type(spec).__name__}")
     ensure_state_tables(con)
     fields = resolve_fields(con, spec)
+    source_types = _relation_columns(con, spec, spec.source_relation, spec.relation_parts, "source relation")
+    audience = _audience_filter(con, spec, source_types)
     key_fields = [next(f for f in fields if f.column.lower() == c.lower()) for c in spec.primary_key]
     # (every key column is shipped: SyncSpec checks it for explicit fields, and None ships all columns)
     relation_sql = ".".join(quote_identifier(p) for p in spec.relation_parts)
 
+    def col(f: MappedField) -> str:
+        return f"r.{quote_identifier(f.column)}"
+
     if len(key_fields) == 1:
-        key_expr = f"cast({quote_identifier(key_fields[0].column)} as varchar)"
+        key_expr = f"cast({col(key_fields[0])} as varchar)"
     else:
         # A JSON array of strings: unambiguous whatever characters the parts contain.
-        key_expr = "to_json([" + ", ".join(f"cast({quote_identifier(f.column)} as varchar)" for f in key_fields) + "])::varchar"
+        key_expr = "to_json([" + ", ".join(f"cast({col(f)} as varchar)" for f in key_fields) + "])::varchar"
     # Fields sorted by name: to_json(fields) is then the hashed and stored form, and a re-ordered
     # mapping is not a change. Field names and values are both hashed.
-    fields_expr = "{" + ", ".join(
-        f"{quote_literal(f.name)}: {quote_identifier(f.column)}" for f in sorted(fields, key=lambda f: f.name)
-    ) + "}"
-    any_key_null = " or ".join(f"{quote_identifier(f.column)} is null" for f in key_fields)
-    key_values = "[" + ", ".join(f"cast({quote_identifier(f.column)} as varchar)" for f in key_fields) + "]"
+    fields_expr = "{" + ", ".join(f"{quote_literal(f.name)}: {col(f)}" for f in sorted(fields, key=lambda f: f.name)) + "}"
+    any_key_null = " or ".join(f"{col(f)} is null" for f in key_fields)
+    key_values = "[" + ", ".join(f"cast({col(f)} as varchar)" for f in key_fields) + "]"
+    joins, excluded = audience if audience else ("", "0")
 
     tables = _PlanTables.new()
     try:
         con.execute(
-            f"create temp table {tables.source} as select record_key, key_is_null, md5(to_json(fields)) as record_hash, fields "
-            f"from (select {key_expr} as record_key, ({any_key_null}) as key_is_null, {fields_expr} as fields from {relation_sql})"
+            f"create temp table {tables.source} as select record_key, key_is_null, md5(to_json(fields)) as record_hash, fields, "
+            f"excluded from (select {key_expr} as record_key, ({any_key_null}) as key_is_null, {fields_expr} as fields, "
+            f"{excluded} as excluded from {relation_sql} r {joins})"
         )
-        null_example_sql = f"select {key_values} from {relation_sql} where {any_key_null} limit 1"
+        null_example_sql = f"select {key_values} from {relation_sql} r where {any_key_null} limit 1"
         _check_key(con, spec, tables.source, null_example_sql)
+        excluded_consent = excluded_suppressed = 0
+        if audience:
+            for kind, n in con.execute(
+                f"select excluded, count(*) from {tables.source} where excluded <> 0 group by 1"
+            ).fetchall():
+                if kind == 1:
+                    excluded_consent = int(n)
+                else:
+                    excluded_suppressed = int(n)
+            if excluded_consent or excluded_suppressed:
+                con.execute(f"delete from {tables.source} where excluded <> 0")
+
+        outbox_order_base = 0
+        if replay:
+            con.execute(
+                f"create temp table {tables.outbox} as select record_key, operation, record_hash, batch_key, batch_order, record "
+                f"from {STATE_SCHEMA}.sync_outbox where sync_name = ? "
+                "qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1",
+                [spec.name],
+            )
+            row = con.execute(
+                f"select coalesce(max(batch_order), 0) from {STATE_SCHEMA}.sync_outbox where sync_name = ?", [spec.name]
+            ).fetchone()
+            outbox_order_base = int(row[0]) if row else 0
+        else:
+            con.execute(
+                f"create temp table {tables.outbox} (record_key varchar, operation varchar, record_hash varchar, "
+                "batch_key varchar, batch_order bigint, record json)"
+            )
+        has_outbox = replay and bool(con.execute(f"select count(*) from {tables.outbox}").fetchone()[0])  # type: ignore[index]
+
         ignore_state = "true" if full_resync else "false"
         mode_ops = ", ".join(quote_literal(op.value) for op in spec.sync_mode.operations)
         rank = "case operation " + " ".join(f"when {quote_literal(op.value)} then {r}" for op, r in _OPERATION_RANK.items()) + " end"
-        # Only keys and hashes take part in the join and the sort.
+        # A full resync sends refused records again: no refusal is read.
+        refusals = "where false" if full_resync else f"where sync_name = {quote_literal(spec.name)}"
+        base = f"""
+            select
+                coalesce(s.record_key, t.record_key) as record_key,
+                case
+                    when s.record_key is null then 'remove'
+                    when t.record_key is null or {ignore_state} then 'add'
+                    when s.record_hash <> t.record_hash then 'change'
+                    else 'unchanged'
+                end as base_op,
+                coalesce(s.record_hash, t.record_hash) as cur_hash
+            from (select record_key, record_hash from {tables.source}) s
+            full outer join state t on s.record_key = t.record_key
+        """
+        if has_outbox:
+            # See the module docstring: a matched outbox row is replayed; an unmatched one makes the
+            # record in doubt, which forces a send even where the plain diff has nothing to do.
+            classified = f"""
+                select
+                    coalesce(b.record_key, o.record_key) as record_key,
+                    coalesce(o.operation = b.base_op and o.record_hash = b.cur_hash, false) as matched,
+                    o.record_key is not null and not coalesce(o.operation = b.base_op and o.record_hash = b.cur_hash, false) as in_doubt,
+                    case
+                        when o.record_key is null or (o.operation = b.base_op and o.record_hash = b.cur_hash) then b.base_op
+                        when b.base_op is null then case when o.operation in ('add', 'change') then 'remove' end
+                        when b.base_op = 'unchanged' then case when o.operation = 'remove' then 'add' else 'change' end
+                        else b.base_op
+                    end as operation,
+                    coalesce(b.cur_hash, o.record_hash) as record_hash,
+                    b.base_op is null as prev_from_outbox,
+                    o.batch_key as outbox_key,
+                    o.batch_order as outbox_order
+                from ({base}) b full outer join {tables.outbox} o on o.record_key = b.record_key
+            """
+        else:
+            classified = f"""
+                select record_key, false as matched, false as in_doubt, base_op as operation, cur_hash as record_hash,
+                       false as prev_from_outbox, null::varchar as outbox_key, null::bigint as outbox_order
+                from ({base}) b
+            """
         con.execute(
             f"""
             create temp table {tables.diff} as
             with state as (
                 select record_key, record_hash from {STATE_SCHEMA}.sync_state where sync_name = ?
             ),
-            classified as (
-                select
-                    coalesce(s.record_key, t.record_key) as record_key,
-                    case
-                        when s.record_key is null then 'remove'
-                        when t.record_key is null or {ignore_state} then 'add'
-                        when s.record_hash <> t.record_hash then 'change'
-                        else 'unchanged'
-                    end as operation
-                from (select record_key, record_hash from {tables.source}) s
-                full outer join state t on s.record_key = t.record_key
+            classified as ({classified}),
+            flagged as (
+                select c.*,
+                    coalesce(not c.matched and not c.in_doubt and r.operation = c.operation and r.record_hash = c.record_hash, false) as held
+                from classified c
+                left join (select record_key, operation, record_hash from {STATE_SCHEMA}.sync_refused {refusals}) r
+                    on r.record_key = c.record_key
+                where c.operation is not null
             ),
             selected as (
-                select record_key, operation, operation in ({mode_ops}) as is_selected from classified
+                select *, operation in ({mode_ops}) and not held as is_selected from flagged
             )
             select
-                record_key, operation, is_selected,
-                case when is_selected then row_number() over (partition by is_selected order by {rank}, record_key) end as send_seq
+                record_key, operation, is_selected, held, matched and is_selected as replay, in_doubt, record_hash,
+                prev_from_outbox,
+                case when matched and is_selected then outbox_key end as replay_key,
+                case when is_selected then row_number() over (
+                    partition by is_selected
+                    order by (matched and is_selected) desc,
+                             case when matched and is_selected then outbox_order end,
+                             case when matched and is_selected then outbox_key end,
+                             {rank}, record_key
+                ) end as send_seq
             from selected
             """,
             [spec.name],
@@ -526,17 +974,24 @@ def plan_sync(con: duckdb.DuckDBPyConnection, spec: SyncSpec, *, full_resync: bo
             f"create temp table {tables.previous} as "
             f"select t.record_key, t.record as previous_record from {STATE_SCHEMA}.sync_state t "
             f"join {tables.diff} d on d.record_key = t.record_key "
-            f"where t.sync_name = ? and d.operation in ('change', 'remove')",
+            f"where t.sync_name = ? and d.operation in ('change', 'remove') and not d.prev_from_outbox "
+            f"union all select o.record_key, o.record from {tables.outbox} o join {tables.diff} d on d.record_key = o.record_key "
+            "where d.prev_from_outbox",
             [spec.name],
         )
         counts = {
-            (op, bool(sel)): n
-            for op, sel, n in con.execute(f"select operation, is_selected, count(*) from {tables.diff} group by all").fetchall()
+            (op, bool(sel), bool(held), bool(rep), bool(doubt)): int(n)
+            for op, sel, held, rep, doubt, n in con.execute(
+                f"select operation, is_selected, held, replay, in_doubt, count(*) from {tables.diff} group by all"
+            ).fetchall()
         }
     except BaseException:
         tables.drop(con)
         raise
-    return SyncPlan(con, spec, tables, fields, counts, full_resync)
+    return SyncPlan(
+        con, spec, tables, fields, counts, full_resync,
+        excluded_consent=excluded_consent, excluded_suppressed=excluded_suppressed, outbox_order_base=outbox_order_base,
+    )
 
 
 @dataclass(frozen=True)
@@ -546,14 +1001,15 @@ class _PlanTables:
     source: str
     diff: str
     previous: str
+    outbox: str
 
     @classmethod
     def new(cls) -> _PlanTables:
         suffix = uuid.uuid4().hex
-        return cls(f"_cf_source_{suffix}", f"_cf_diff_{suffix}", f"_cf_previous_{suffix}")
+        return cls(f"_cf_source_{suffix}", f"_cf_diff_{suffix}", f"_cf_previous_{suffix}", f"_cf_outbox_{suffix}")
 
     def drop(self, con: duckdb.DuckDBPyConnection) -> None:
-        for table in (self.source, self.diff, self.previous):
+        for table in (self.source, self.diff, self.previous, self.outbox):
             con.execute(f"drop table if exists {table}")
 
 

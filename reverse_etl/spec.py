@@ -255,3 +255,40 @@ class SyncSpec:
         if missing:
             raise SyncSpecError(f"sync {name!r}: missing required key(s) {missing}")
         return cls(**dict(data))
+
+
+def check_identifiers(spec: SyncSpec, destination_class: Any) -> None:
+    """Refuse a sync that does not map the identifier kinds its destination needs.
+
+    Pure: reads only ``spec.identifiers`` and the destination's declared ``required_identifiers``
+    (every one needed) and ``any_identifier_of`` (at least one needed, when not empty), so a
+    declaration loader can call it at load time without a warehouse.
+
+    Parameters
+    ----------
+    spec
+        The sync.
+    destination_class
+        The destination class (or an instance: the attributes are read the same way).
+
+    Raises
+    ------
+    SyncSpecError
+        Naming the sync, the destination kind and the missing identifier kind(s).
+    """
+    mapped = set(spec.identifiers or ())
+    required = set(getattr(destination_class, "required_identifiers", ()) or ())
+    any_of = set(getattr(destination_class, "any_identifier_of", ()) or ())
+    kind = getattr(destination_class, "kind", None) or getattr(destination_class, "__name__", type(destination_class).__name__)
+    problems = []
+    missing = sorted(required - mapped)
+    if missing:
+        problems.append(f"needs identifier(s) {', '.join(missing)}")
+    if any_of and not any_of & mapped:
+        problems.append(f"needs at least one identifier of {', '.join(sorted(any_of))}")
+    if problems:
+        example = (missing or sorted(any_of))[0]
+        raise SyncSpecError(
+            f"sync {spec.name!r}: the {kind} destination {' and '.join(problems)}; the sync maps "
+            f"{', '.join(sorted(mapped)) or 'no identifiers'} (add e.g. identifiers: {{{example}: <source column>}})"
+        )
