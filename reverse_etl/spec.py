@@ -283,12 +283,12 @@ def check_identifiers(spec: SyncSpec, destination_class: Any) -> None:
     problems = []
     missing = sorted(required - mapped)
     if missing:
-        problems.append(f"needs identifier(s) {', '.join(missing)}")
+        problems.append(f"needs the identifier(s) {', '.join(map(repr, missing))}")
     if any_of and not any_of & mapped:
-        problems.append(f"needs at least one identifier of {', '.join(sorted(any_of))}")
+        problems.append(f"needs at least one of the identifiers {', '.join(map(repr, sorted(any_of)))}")
     if problems:
         example = (missing or sorted(any_of))[0]
         raise SyncSpecError(
             f"sync {spec.name!r}: the {kind} destination {' and '.join(problems)}; the sync maps "
-            f"{', '.join(sorted(mapped)) or 'no identifiers'} (add e.g. identifiers: {{{example}: <source column>}})"
+            f"{', '.join(map(repr, sorted(mapped))) or 'no identifiers'} (add e.g. identifiers: {{{example}: <source column>}})"
         )
