@@ -402,18 +402,6 @@ def test_a_bad_value_rejects_its_batch_and_leaves_the_table_as_it_was(
         dest.finish(run, succeeded=False)
 
 
-def engine_splits_rejected_batches() -> bool:
-    import inspect
-
-    import reverse_etl.engine as engine
-
-    return "BatchRejectedError" in inspect.getsource(engine)
-
-
-@pytest.mark.xfail(
-    not engine_splits_rejected_batches(), strict=True,
-    reason="the engine does not split a batch refused with BatchRejectedError yet (issue 4, engine part)",
-)
 def test_a_bad_record_is_isolated_and_the_rest_delivered(
     con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], schema: str, postgres: PostgresServer, tmp_path: Path
 ) -> None:
@@ -427,6 +415,13 @@ def test_a_bad_record_is_isolated_and_the_rest_delivered(
     assert (result.rows_added, result.rows_rejected) == (39, 1)
     assert result.rejected_sample[0][0] == "u13" and "22021" in result.rejected_sample[0][1]
     assert [r[0] for r in table_rows(pg, schema, columns=("user_id",))] == [f"u{i:02d}" for i in range(40) if i != 13]
+
+    # Refused for good: not resent while its data is the same; sent once the model fixes it.
+    assert sync(con, small, destination(postgres, schema), tmp_path).rows_processed == 0
+    con.execute("update audiences.small set email = 'e13' where user_id = 'u13'")
+    fixed = sync(con, small, destination(postgres, schema), tmp_path)
+    assert (fixed.rows_added, fixed.rows_rejected) == (1, 0)
+    assert table_rows(pg, schema, "members", ("user_id", "email", "score")) == source_rows(con, "audiences.small", ("user_id", "email", "score"))
 
 
 def test_a_dropped_connection_is_transient_and_the_next_run_finishes(
