@@ -139,5 +139,256 @@ def ui(host: str, port: int) -> None:
     exec_dagster_dev(host=host, port=port)
 
 
+# --- cohortflow sync ... ---------------------------------------------------------------------------
+
+
+def _sync_declarations() -> dict:
+    """The declared syncs (dbt exposures with meta.sync + destinations.yml), checked as Dagster checks them."""
+    import json
+
+    from cohortflow.dbt_manifest import ensure_manifest
+    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+
+    try:
+        manifest = json.loads(ensure_manifest().read_text())
+        declarations = load_project_declarations(manifest)
+    except (DeclarationError, RuntimeError) as exc:
+        _fail(str(exc))
+    return {d.spec.name: d for d in declarations}
+
+
+def _declaration(name: str):
+    import difflib
+
+    declarations = _sync_declarations()
+    if name not in declarations:
+        close = difflib.get_close_matches(name, list(declarations), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        _fail(f"no sync named {name!r}{hint}; declared: {', '.join(sorted(declarations)) or 'none'}")
+    return declarations[name]
+
+
+def _open_warehouse(*, read_only: bool):
+    """The warehouse, or ``None`` when it does not exist yet (read-only callers show 'never run')."""
+    import duckdb
+
+    from cohortflow import warehouse
+
+    path = warehouse_path()
+    if not path.exists():
+        if read_only:
+            return None
+        _fail(f"warehouse {path} does not exist: run `cohortflow ingest` and `cohortflow run` (or `cohortflow demo`) first")
+    try:
+        return warehouse.connect(path, read_only=read_only)
+    except duckdb.IOException as exc:
+        _fail(f"cannot open {path}: another process is using it (a dbt run, a sync, the API?): {exc}")
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "-" if value is None else str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+@main.group()
+def sync() -> None:
+    """Syncs declared in dbt (models/syncs/*.yml): list, run, status, pause, resume.
+
+    Each command reads the same declarations as Dagster and the warehouse of --warehouse.
+    """
+
+
+@sync.command("list")
+def sync_list() -> None:
+    """Every declared sync: model, destination, mode, schedule, paused, last run."""
+    from reverse_etl.control import pause_info, sync_history
+
+    declarations = _sync_declarations()
+    con = _open_warehouse(read_only=True)
+    rows = []
+    try:
+        for name, d in sorted(declarations.items()):
+            paused = pause_info(con, name) if con is not None else None
+            history = sync_history(con, name, limit=1) if con is not None else []
+            last = history[0] if history else None
+            rows.append([
+                name,
+                d.model_name,
+                f"{d.destination.name} ({d.destination.type})",
+                d.spec.sync_mode.value,
+                d.schedule,
+                "yes" + (f": {paused['reason']}" if paused.get("reason") else "") if paused else "no",
+                f"{last['status']} {_when(last.get('started_at'))}" if last else "never run",
+            ])
+    finally:
+        if con is not None:
+            con.close()
+    if not rows:
+        click.echo("no syncs declared (add an exposure with meta.sync under dbt_project/models/syncs/)")
+        return
+    click.echo(_table(["sync", "model", "destination", "mode", "schedule", "paused", "last run"], rows))
+
+
+@sync.command("run")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Plan only: show what would be added / changed / removed; send nothing.")
+@click.option("--full-resync", is_flag=True, help="Send the whole audience again, not only what changed.")
+def sync_run(name: str, dry_run: bool, full_resync: bool) -> None:
+    """Run one sync now (the same run as its Dagster asset); exit code 1 with the reason if it fails."""
+    from orchestration.sync_declarations import DeclarationError
+    from reverse_etl import SyncError, run_sync
+
+    declaration = _declaration(name)
+    try:
+        destination = declaration.destination.build(warehouse_path(), name)
+    except DeclarationError as exc:
+        _fail(f"sync {name!r} cannot build its destination: {exc}")
+    con = _open_warehouse(read_only=False)
+    try:
+        try:
+            result = run_sync(con, declaration.spec, destination, dry_run=dry_run, full_resync=full_resync)
+        except SyncError as exc:
+            if exc.result is not None:
+                click.echo(exc.result.format_text())
+            _fail(str(exc))
+        click.echo(result.format_text())
+        if result.status == "paused":
+            click.echo(f"  resume with: cohortflow sync resume {name}")
+        elif dry_run:
+            _echo_samples(con, declaration.spec, full_resync=full_resync)
+    finally:
+        con.close()
+
+
+def _echo_samples(con, spec, *, full_resync: bool, limit: int = 3) -> None:
+    """A few records of each operation the mode would send, with their values (removes: as last sent)."""
+    import json
+
+    from reverse_etl import plan_sync
+    from reverse_etl.spec import Operation
+
+    with plan_sync(con, spec, full_resync=full_resync) as plan:
+        for operation in (Operation.ADD, Operation.CHANGE, Operation.REMOVE):
+            if operation not in spec.sync_mode.operations:
+                continue
+            records = plan.sample(operation, limit)
+            if records:
+                click.echo(f"  sample {operation.value}:")
+                for record in records:
+                    click.echo("    " + json.dumps(record, default=str, ensure_ascii=False))
+
+
+@sync.command("status")
+@click.argument("name")
+@click.option("--record", "record_key", metavar="KEY", help="What happened to one record (e.g. a user_id).")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1), help="Runs / events to show.")
+def sync_status(name: str, record_key: str | None, limit: int) -> None:
+    """Recent runs of a sync; with --record, what each run did to that record and whether the destination has it."""
+    from reverse_etl.control import pause_info, record_history, sync_history
+
+    declaration = _declaration(name)
+    con = _open_warehouse(read_only=True)
+    try:
+        click.echo(
+            f"sync {name}: {declaration.model_name} → {declaration.destination.name} ({declaration.destination.type}), "
+            f"{declaration.spec.sync_mode.value}, {declaration.schedule}"
+        )
+        paused = pause_info(con, name) if con is not None else None
+        if paused:
+            click.echo(f"  PAUSED since {_when(paused.get('paused_at'))}" + (f": {paused['reason']}" if paused.get("reason") else ""))
+        if record_key is None:
+            runs = sync_history(con, name, limit=limit) if con is not None else []
+            if not runs:
+                click.echo("  never run")
+                return
+            click.echo(_table(
+                ["started", "status", "added", "changed", "removed", "rejected", "no consent", "suppressed", "error"],
+                [[
+                    _when(r.get("started_at")),
+                    r["status"] + (" (dry run)" if r.get("dry_run") and r["status"] != "dry_run" else ""),
+                    r.get("rows_added", 0), r.get("rows_changed", 0), r.get("rows_removed", 0),
+                    r.get("rows_rejected") or 0,
+                    r.get("rows_excluded_consent") or 0,
+                    r.get("rows_excluded_suppressed") or 0,
+                    _short(r.get("error") or r.get("note") or "", name),
+                ] for r in runs],
+            ))
+            if runs[0].get("error"):
+                click.echo(f"latest run {runs[0]['status']}: {runs[0]['error']}")
+            return
+        events = record_history(con, name, record_key, limit=limit) if con is not None else []
+        held = _held(con, name, record_key) if con is not None else None
+        click.echo(f"  record {record_key}: " + (f"in the destination since {_when(held)}" if held else "not in the destination"))
+        if not events:
+            click.echo("  no run has sent it (never in the audience, excluded by consent / suppression, or not yet synced)")
+            return
+        click.echo(_table(
+            ["when", "run", "run status", "operation", "status", "reason"],
+            [[_when(e.get("recorded_at")), e.get("run_id"), e.get("run_status") or "-", e.get("operation"), e.get("status"),
+              e.get("reason") or ""] for e in events],
+        ))
+    finally:
+        if con is not None:
+            con.close()
+
+
+def _short(text: str, name: str, width: int = 60) -> str:
+    text = text.removeprefix(f"sync {name!r}: ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _held(con, name: str, record_key: str):
+    """When the destination last acknowledged the record it still holds (``sync_state``), else ``None``."""
+    from reverse_etl.state import STATE_SCHEMA
+
+    exists = con.execute(
+        "select count(*) from duckdb_tables() where schema_name = ? and table_name = 'sync_state'", [STATE_SCHEMA]
+    ).fetchone()[0]
+    if not exists:
+        return None
+    row = con.execute(
+        f"select max(sent_at) from {STATE_SCHEMA}.sync_state where sync_name = ? and record_key = ?", [name, record_key]
+    ).fetchone()
+    return row[0] if row else None
+
+
+@sync.command("pause")
+@click.argument("name")
+@click.option("--reason", default=None, help="Why (shown by `sync list`, `sync status` and in the runs).")
+def sync_pause(name: str, reason: str | None) -> None:
+    """Pause a sync: its runs (scheduled or not) send nothing until it is resumed."""
+    from reverse_etl.control import pause_sync
+
+    _declaration(name)
+    con = _open_warehouse(read_only=False)
+    try:
+        pause_sync(con, name, reason=reason)
+    finally:
+        con.close()
+    click.echo(f"sync {name} paused" + (f": {reason}" if reason else "") + f"; resume with `cohortflow sync resume {name}`")
+
+
+@sync.command("resume")
+@click.argument("name")
+def sync_resume(name: str) -> None:
+    """Resume a paused sync; its next run sends everything that is pending."""
+    from reverse_etl.control import is_paused, resume_sync
+
+    _declaration(name)
+    con = _open_warehouse(read_only=False)
+    try:
+        was_paused = is_paused(con, name)
+        resume_sync(con, name)
+    finally:
+        con.close()
+    click.echo(f"sync {name} resumed" if was_paused else f"sync {name} was not paused")
+
+
 if __name__ == "__main__":
     main()

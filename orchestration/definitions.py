@@ -11,13 +11,11 @@ import dagster as dg
 from dagster_dbt import get_asset_key_for_model
 
 from cohortflow.as_of import format_as_of
-from cohortflow.warehouse import DBT_PROJECT_DIR
 from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project, source_asset_specs
 from orchestration.resources import WarehouseResource
-from orchestration.sync_declarations import load_project_declarations
+from orchestration.sync_declarations import DESTINATIONS_FILE, load_project_declarations
 from orchestration.syncs import WAREHOUSE_TAGS, build_sync_asset, build_sync_schedules, hourly_keys, on_demand_keys
 
-DESTINATIONS_FILE = DBT_PROJECT_DIR / "destinations.yml"
 MAIN_JOB = "cohortflow_job"
 
 # Read once here for the raw tables and the syncs (dagster-dbt reads it for the models itself).

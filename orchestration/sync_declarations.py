@@ -39,12 +39,13 @@ from typing import Any
 
 import yaml
 
-from cohortflow.warehouse import warehouse_path
+from cohortflow.warehouse import DBT_PROJECT_DIR, warehouse_path
 from reverse_etl import Destination, SyncSpec
 from reverse_etl.destinations import DESTINATION_TYPES, destination_class
 from reverse_etl.spec import IDENTIFIER_KINDS, SyncMode
 
 SYNC_META_KEY = "sync"
+DESTINATIONS_FILE = DBT_PROJECT_DIR / "destinations.yml"
 ON_DEMAND = "on_demand"
 # Named cadences and their cron (UTC). "hourly" runs right after the hourly dbt refresh, in its run.
 NAMED_SCHEDULES: dict[str, str] = {"hourly": "0 * * * *", "daily": "0 0 * * *", "every_minute": "* * * * *"}
@@ -618,6 +619,8 @@ def _declaration(
     )
 
 
-def load_project_declarations(manifest: Mapping[str, Any], destinations_file: Path) -> list[SyncDeclaration]:
+def load_project_declarations(
+    manifest: Mapping[str, Any], destinations_file: Path = DESTINATIONS_FILE
+) -> list[SyncDeclaration]:
     """The syncs of a parsed project: ``destinations.yml`` and the exposures, checked together."""
     return load_sync_declarations(manifest, load_destinations(destinations_file))
