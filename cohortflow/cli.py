@@ -197,11 +197,24 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 @main.group()
-def sync() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show the sync engine's log (plan, batches, retries) on stderr.")
+def sync(verbose: bool) -> None:
     """Syncs declared in dbt (models/syncs/*.yml): list, run, status, pause, resume.
 
     Each command reads the same declarations as Dagster and the warehouse of --warehouse.
     """
+    import logging
+
+    engine_log = logging.getLogger("reverse_etl")
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        engine_log.addHandler(handler)
+        engine_log.setLevel(logging.INFO)
+    elif not engine_log.handlers:
+        # Everything a user needs is in the printed result or error; without a handler Python would
+        # print the engine's warnings (the same failure again) on stderr.
+        engine_log.addHandler(logging.NullHandler())
 
 
 @sync.command("list")
@@ -254,7 +267,8 @@ def sync_run(name: str, dry_run: bool, full_resync: bool) -> None:
         try:
             result = run_sync(con, declaration.spec, destination, dry_run=dry_run, full_resync=full_resync)
         except SyncError as exc:
-            if exc.result is not None:
+            if exc.result is not None and exc.result.rows_processed:
+                # Part of it was delivered before the failure (and stays delivered): say what.
                 click.echo(exc.result.format_text())
             _fail(str(exc))
         click.echo(result.format_text())
