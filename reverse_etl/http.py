@@ -54,7 +54,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
@@ -70,6 +70,50 @@ USER_AGENT = "cohortflow-reverse-etl/0.1"
 # mark the whole audience as rejected because of one wrong API key.
 CONFIG_STATUSES = frozenset({401, 403, 404, 405, 407})
 RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+class _LogScrubber(logging.Filter):
+    """Replaces registered values by ``***`` in the records of one logger.
+
+    httpx logs every request's full URL at INFO; a receiver URL may carry a key in its query
+    (``?code=...``), so those values are registered here and never printed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._values: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, value: str) -> None:
+        with self._lock:
+            if value and value not in self._values:
+                self._values = tuple(sorted({*self._values, value}, key=len, reverse=True))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        values = self._values
+        if values:
+            message = record.getMessage()
+            scrubbed = message
+            for value in values:
+                scrubbed = scrubbed.replace(value, "***")
+            if scrubbed != message:
+                record.msg, record.args = scrubbed, ()
+        return True
+
+
+_URL_SECRETS = _LogScrubber()
+logging.getLogger("httpx").addFilter(_URL_SECRETS)
+# Query values shorter than this are not taken for keys (``?v=2`` would otherwise blank every "2").
+MIN_QUERY_SECRET_CHARS = 6
+
+
+def register_url_secrets(url: str, redactor: Redactor | None = None) -> None:
+    """Treat the query values of ``url`` as secrets: scrubbed from httpx's logs and from ``redactor``'s text."""
+    for _, value in parse_qsl(urlsplit(url).query, keep_blank_values=False):
+        if len(value) >= MIN_QUERY_SECRET_CHARS:
+            _URL_SECRETS.add(value)
+            if redactor is not None:
+                redactor.add(value)
 
 
 @functools.lru_cache(maxsize=1)
@@ -484,6 +528,7 @@ class HttpSender:
         DestinationConfigError
             401 / 403 / 404 / 405 / 407 or a redirect: a setting is wrong.
         """
+        register_url_secrets(url, self.redact)
         request_headers: dict[str, str] = dict(headers or {})
         if idempotency_key:
             request_headers["Idempotency-Key"] = idempotency_key

@@ -159,6 +159,18 @@ def test_secrets_never_in_repr_logs_or_errors(receiver: WebhookEmulator, caplog:
     assert SECRET not in json.dumps(dest.settings(), default=str)
 
 
+def test_a_key_in_the_receiver_url_query_stays_out_of_logs_and_location(
+    receiver: WebhookEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    code = "azure-function-key-55aa"
+    dest = WebhookDestination(f"{receiver.url}/api/cohorts?code={code}", secret=SECRET, http=fast_config())
+    with caplog.at_level(logging.INFO):
+        dest.send_batch(make_run(), make_batch("add", users(1)))
+    assert receiver.batch_requests()[0].param("code") == code  # the receiver got it
+    assert "HTTP Request: POST" in caplog.text and code not in caplog.text
+    assert code not in dest.location and code not in repr(dest)
+
+
 def test_from_settings_builds_and_names_bad_settings(tmp_path: Path) -> None:
     cls = destination_class("webhook")
     assert cls is WebhookDestination
