@@ -27,7 +27,7 @@ def warehouse_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def warehouse(warehouse_file: Path, monkeypatch: pytest.MonkeyPatch, dbt_manifest) -> Path:
+def warehouse(warehouse_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh warehouse at the module's path: the cart-abandoners cohort u1, u2, u3 and user properties."""
     monkeypatch.setenv("COHORTFLOW_WAREHOUSE", str(warehouse_file))  # restored after the test (--warehouse sets it)
     monkeypatch.delenv("COHORTFLOW_FILES_DIR", raising=False)
