@@ -187,3 +187,24 @@ def test_an_unset_secret_does_not_stop_the_definitions_from_loading(dbt_manifest
     with pytest.raises(DeclarationError, match=r"destinations.local_webhook.secret: environment variable WEBHOOK_SECRET_FOR_TEST is not set"):
         webhook.destination.build(tmp_path / "w.duckdb", webhook.spec.name)
     declarations["cart_abandoners_24h_to_files"].destination.build(tmp_path / "w.duckdb", "x")  # others are fine
+
+
+def test_one_job_and_schedule_per_cadence(dbt_manifest):
+    import dataclasses
+
+    from orchestration.definitions import sync_declarations
+    from orchestration.syncs import build_sync_schedules
+
+    by_name = {d.spec.name: d for d in sync_declarations}
+    declarations = [
+        dataclasses.replace(by_name["cart_abandoners_24h_to_files"], schedule="every_minute", cron="* * * * *"),
+        dataclasses.replace(by_name["repeat_buyers_90d_to_files"], schedule="15 3 * * 1-5", cron="15 3 * * 1-5"),
+        dataclasses.replace(by_name["user_properties_to_parquet"], schedule="15 3 * * 1-5", cron="15 3 * * 1-5"),
+        by_name["cart_abandoners_24h_to_webhook"],  # on demand: no schedule
+    ]
+    jobs, schedules = build_sync_schedules(declarations)
+    assert {s.name: (s.cron_schedule, s.job_name) for s in schedules} == {
+        "syncs_every_minute_schedule": ("* * * * *", "syncs_every_minute"),
+        "syncs_cron_15_3_x_x_1_5_schedule": ("15 3 * * 1-5", "syncs_cron_15_3_x_x_1_5"),
+    }
+    assert all(job.tags == {"cohortflow/warehouse": "duckdb"} for job in jobs)

@@ -146,7 +146,7 @@ def test_the_webhook_sync_sends_consented_members_to_a_receiver(project, warehou
         assert set(receiver.members("cart_abandoners_24h_to_webhook")) == {"u1", "u2"}
         assert receiver.signature_failures == 0
     meta = metadata(result)
-    assert (meta["rows_added"], meta["destination"]) == (2, url)
+    assert (meta["rows_added"], meta["rows_excluded_consent"], meta["destination"]) == (2, 1, url)
     assert check(result).passed
 
 
