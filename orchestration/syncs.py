@@ -126,6 +126,9 @@ def _static_metadata(declaration: SyncDeclaration) -> dict[str, Any]:
         metadata["suppress"] = ", ".join(declaration.suppress_models)
     if declaration.destination.unavailable:
         metadata["destination_unavailable"] = declaration.destination.unavailable
+    if declaration.destination.unchecked:
+        # e.g. a secret's environment variable not set where the definitions loaded: the run will tell.
+        metadata["destination_unchecked"] = declaration.destination.unchecked
     return metadata
 
 
