@@ -97,8 +97,8 @@ def test_wrong_key_fails_as_configuration_and_hides_the_key(braze: BrazeEmulator
 
 
 def test_rate_limit_429_waits_as_announced_and_delivers_everything() -> None:
-    # Braze's 3,000 requests / 3 s, scaled to 4 requests / 0.2 s.
-    with BrazeEmulator(api_key=API_KEY, faults=Faults(rate_limit=4, rate_window=0.2)) as braze:
+    # Braze's 3,000 requests / 3 s, scaled to 4 requests / 0.4 s.
+    with BrazeEmulator(api_key=API_KEY, faults=Faults(rate_limit=4, rate_window=0.4)) as braze:
         sleep = RecordingSleep()
         dest = BrazeDestination(braze.url, api_key=API_KEY, http=fast_config(max_attempts=10),
                                 sender_options=SenderOptions(sleep=sleep, random=lambda: 0.0))

@@ -66,7 +66,7 @@ class Case:
 
 
 def _sender(emulator: Emulator) -> dict[str, Any]:
-    return {"http": fast_config(read_timeout=0.15, max_attempts=3), "sender_options": fake_options(FakeClock())}
+    return {"http": fast_config(read_timeout=0.25, max_attempts=3), "sender_options": fake_options(FakeClock())}
 
 
 def _webhook_holds(em: Emulator, sync: str) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def test_a_flaky_destination_loses_nothing_and_applies_each_batch_once(
 ) -> None:
     spec = case.spec()
     faults = Faults(seed=11, server_error=0.2, throttle=0.1, drop_before=0.1, drop_after=0.15, timeout=0.05,
-                    retry_after=0.01, timeout_delay=0.3)
+                    retry_after=0.01, timeout_delay=0.5)
     with case.emulator(spec.name) as em:
         dest = case.destination(em, spec.name)
         em.faults = faults

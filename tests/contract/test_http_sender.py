@@ -102,9 +102,9 @@ def test_rate_limit_reset_is_used_when_there_is_no_retry_after() -> None:
 
 
 def test_a_real_rate_limit_window_is_waited_out_not_hammered() -> None:
-    # 3 requests per 0.3 s, as Braze's 3,000 / 3 s scaled down; the client is not paced, so it runs
+    # 3 requests per 0.5 s, as Braze's 3,000 / 3 s scaled down; the client is not paced, so it runs
     # into the limit and must wait what the server announces each time.
-    with EchoApi(faults=Faults(rate_limit=3, rate_window=0.3)) as api:
+    with EchoApi(faults=Faults(rate_limit=3, rate_window=0.5)) as api:
         sleep = RecordingSleep()
         sender = HttpSender(
             "echo", config=fast_config(max_attempts=10), secret_headers={"Authorization": Secret(f"Bearer {TOKEN}")},
