@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import duckdb
 
 from cohortflow import warehouse
 from cohortflow.as_of import format_as_of
 from cohortflow.warehouse import PROJECT_ROOT
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reverse_etl.emulators.webhook import WebhookEmulator
 
 SAMPLE_DIR = PROJECT_ROOT / "data" / "generated"
 
@@ -73,11 +78,11 @@ def run_demo(
         _reset_warehouse(path, sample_dir)
 
     end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
-    echo(f"1/4 generating {users:,} users × {days} days of sample data into {sample_dir} ...")
+    echo(f"1/5 generating {users:,} users × {days} days of sample data into {sample_dir} ...")
     summary = generate(sample_dir, users=users, days=days, seed=seed, end=end, progress=True)
     echo(summary.format_text())
 
-    echo(f"\n2/4 ingesting into {path} ...")
+    echo(f"\n2/5 ingesting into {path} ...")
     con = warehouse.connect(path)
     try:
         results = [
@@ -96,19 +101,31 @@ def run_demo(
         raise DemoError("ingest loaded no events; nothing to compute")
 
     as_of = format_as_of(last_event)
-    echo(f"\n3/4 running dbt models, tests and syncs as of the last event ({as_of} UTC) ...")
-    try:
-        run = run_pipeline(as_of, warehouse=path)
-    except PipelineError as exc:
-        raise DemoError(str(exc)) from None
-    echo(run.format_text())
+    # A local webhook receiver for the on-demand webhook syncs (dbt_project/destinations.yml points
+    # `local_webhook` at $COHORTFLOW_WEBHOOK_URL): started here, on 127.0.0.1, for this demo only.
+    from reverse_etl.emulators.webhook import WebhookEmulator
+
+    os.environ["COHORTFLOW_WEBHOOK_SECRET"] = secrets.token_hex(16)
+    with WebhookEmulator(secret=os.environ["COHORTFLOW_WEBHOOK_SECRET"]) as receiver:
+        os.environ["COHORTFLOW_WEBHOOK_URL"] = f"{receiver.url}/cohortflow/webhook"
+        echo(f"\n3/5 running dbt models, tests and scheduled syncs as of the last event ({as_of} UTC) ...")
+        try:
+            run = run_pipeline(as_of, warehouse=path)
+        except PipelineError as exc:
+            raise DemoError(str(exc)) from None
+        echo(run.format_text())
+
+        echo(f"\n4/5 on-demand webhook syncs to a local receiver at {receiver.url} (signed, de-duplicated on message_id) ...")
+        for line in _run_webhook_syncs(path, receiver):
+            echo(line)
 
     events = results[2]
     echo(
-        "\n4/4 done in {:.0f} s.\n"
+        "\n5/5 done in {:.0f} s.\n"
         "  events: {:,} loaded, {:,} rejected, {:,} duplicate (rejections with reasons: raw.rejected_events)\n"
         "  warehouse: {}\n"
         "  explore:   select * from marts.cohorts  (any DuckDB client on {})\n"
+        "  syncs:     cohortflow sync list / status NAME  (history: cohortflow_syncs.sync_runs, sync_records)\n"
         "  open the UI: make ui   → http://127.0.0.1:3000 (asset graph, runs, schedules)".format(
             time.perf_counter() - started,
             events.rows_loaded,
@@ -118,3 +135,39 @@ def run_demo(
             path,
         )
     )
+
+
+def _run_webhook_syncs(path: Path, receiver: WebhookEmulator) -> list[str]:
+    """Run every on-demand sync whose destination is a webhook; say what each sent and what the receiver holds."""
+    from cohortflow.dbt_manifest import ensure_manifest
+    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+    from reverse_etl import SyncError, run_sync
+
+    try:
+        declarations = load_project_declarations(json.loads(ensure_manifest().read_text()))
+    except DeclarationError as exc:
+        raise DemoError(f"sync declarations: {exc}") from None
+    webhook_syncs = [d for d in declarations if d.destination.type == "webhook" and d.schedule == "on_demand"]
+    if not webhook_syncs:
+        return ["  (no on-demand webhook sync declared)"]
+    lines = []
+    con = warehouse.connect(path)
+    try:
+        for declaration in webhook_syncs:
+            name = declaration.spec.name
+            try:
+                destination = declaration.destination.build(path, name)
+                result = run_sync(con, declaration.spec, destination)
+            except (DeclarationError, SyncError) as exc:
+                raise DemoError(f"sync {name}: {exc}") from None
+            lines.append(
+                f"  {name}: +{result.rows_added:,} added, ~{result.rows_changed:,} changed, -{result.rows_removed:,} removed, "
+                f"{result.rows_rejected:,} rejected; audience {result.audience_size:,}"
+                + (f" ({result.rows_excluded_consent:,} left out: no marketing consent)" if result.rows_excluded_consent else "")
+            )
+    finally:
+        con.close()
+    batches = receiver.committed()
+    members = sum(len(receiver.members(cohort_id)) for cohort_id in list(receiver.cohorts))
+    lines.append(f"  receiver: {len(batches):,} batch(es) accepted, {members:,} member(s) held")
+    return lines

@@ -59,7 +59,7 @@ class RunSummary:
     def format_text(self) -> str:
         lines = [
             f"Run {self.run_id} as of {self.as_of} UTC on {self.warehouse}",
-            f"  {self.assets_materialized} assets materialised, {self.checks_passed} dbt tests passed"
+            f"  {self.assets_materialized} assets materialised, {self.checks_passed} checks passed (dbt tests, sync rejected shares)"
             + (f", {self.checks_failed} FAILED" if self.checks_failed else ""),
             f"  computed properties for {self.user_count:,} users ({len(self.properties)}):",
             *textwrap.wrap(", ".join(self.properties), width=100, initial_indent="    ", subsequent_indent="    "),
