@@ -625,14 +625,18 @@ class _RecordSender:
         self.destination.begin(self.run)
         succeeded = False
         try:
-            for group in groups:
+            for number, group in enumerate(groups):
                 new = [pb for pb in group if not pb.replayed]
                 if new:
                     # Written (and committed) before any batch of the group leaves: a crash from
                     # here on leaves them to be re-sent under these keys.
                     self.flush(outbox=new)
+                # The next group's outbox write commits the pending marks anyway.
+                next_commits = number + 1 < len(groups) and any(not pb.replayed for pb in groups[number + 1])
                 for pb, batch in self.plan.read_batches(group):
                     self.deliver(batch, pb.low, pb.high)
+                    if next_commits and pb is group[-1]:
+                        continue
                     if (
                         self.pending_records >= MARK_EVERY_RECORDS
                         or time.monotonic() - self.last_mark >= MARK_EVERY_SECONDS

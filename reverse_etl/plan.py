@@ -893,11 +893,13 @@ def plan_sync(
             )
         has_outbox = replay and bool(con.execute(f"select count(*) from {tables.outbox}").fetchone()[0])  # type: ignore[index]
 
+        # A full resync sends refused records again: no refusal is read.
+        has_refusals = not full_resync and bool(con.execute(
+            f"select count(*) from {STATE_SCHEMA}.sync_refused where sync_name = ?", [spec.name]
+        ).fetchone()[0])  # type: ignore[index]
         ignore_state = "true" if full_resync else "false"
         mode_ops = ", ".join(quote_literal(op.value) for op in spec.sync_mode.operations)
         rank = "case operation " + " ".join(f"when {quote_literal(op.value)} then {r}" for op, r in _OPERATION_RANK.items()) + " end"
-        # A full resync sends refused records again: no refusal is read.
-        refusals = "where false" if full_resync else f"where sync_name = {quote_literal(spec.name)}"
         base = f"""
             select
                 coalesce(s.record_key, t.record_key) as record_key,
@@ -937,6 +939,21 @@ def plan_sync(
                        false as prev_from_outbox, null::varchar as outbox_key, null::bigint as outbox_order
                 from ({base}) b
             """
+        if has_refusals:
+            flagged = f"""
+                select c.*,
+                    coalesce(not c.matched and not c.in_doubt and r.operation = c.operation and r.record_hash = c.record_hash, false) as held
+                from classified c
+                left join (select record_key, operation, record_hash from {STATE_SCHEMA}.sync_refused
+                           where sync_name = {quote_literal(spec.name)}) r on r.record_key = c.record_key
+                where c.operation is not null
+            """
+        else:
+            flagged = "select *, false as held from classified where operation is not null"
+        replay_order = (
+            "(matched and is_selected) desc, case when matched and is_selected then outbox_order end, "
+            "case when matched and is_selected then outbox_key end, "
+        ) if has_outbox else ""
         con.execute(
             f"""
             create temp table {tables.diff} as
@@ -944,14 +961,7 @@ def plan_sync(
                 select record_key, record_hash from {STATE_SCHEMA}.sync_state where sync_name = ?
             ),
             classified as ({classified}),
-            flagged as (
-                select c.*,
-                    coalesce(not c.matched and not c.in_doubt and r.operation = c.operation and r.record_hash = c.record_hash, false) as held
-                from classified c
-                left join (select record_key, operation, record_hash from {STATE_SCHEMA}.sync_refused {refusals}) r
-                    on r.record_key = c.record_key
-                where c.operation is not null
-            ),
+            flagged as ({flagged}),
             selected as (
                 select *, operation in ({mode_ops}) and not held as is_selected from flagged
             )
@@ -961,10 +971,7 @@ def plan_sync(
                 case when matched and is_selected then outbox_key end as replay_key,
                 case when is_selected then row_number() over (
                     partition by is_selected
-                    order by (matched and is_selected) desc,
-                             case when matched and is_selected then outbox_order end,
-                             case when matched and is_selected then outbox_key end,
-                             {rank}, record_key
+                    order by {replay_order}{rank}, record_key
                 ) end as send_seq
             from selected
             """,
