@@ -116,7 +116,7 @@ def run_demo(
         echo(run.format_text())
 
         echo(f"\n4/5 on-demand webhook syncs to a local receiver at {receiver.url} (signed, de-duplicated on message_id) ...")
-        for line in _run_webhook_syncs(path, receiver):
+        for line in run_webhook_syncs(path, receiver):
             echo(line)
 
     events = results[2]
@@ -137,7 +137,7 @@ def run_demo(
     )
 
 
-def _run_webhook_syncs(path: Path, receiver: WebhookEmulator) -> list[str]:
+def run_webhook_syncs(path: Path, receiver: WebhookEmulator) -> list[str]:
     """Run every on-demand sync whose destination is a webhook; say what each sent and what the receiver holds."""
     from cohortflow.dbt_manifest import ensure_manifest
     from orchestration.sync_declarations import DeclarationError, load_project_declarations

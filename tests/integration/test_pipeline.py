@@ -11,9 +11,11 @@ import pytest
 
 from cohortflow import warehouse
 from cohortflow.dbt_manifest import ensure_manifest
+from cohortflow.demo import run_webhook_syncs
 from cohortflow.generate import generate
 from cohortflow.ingest import ingest_files
 from cohortflow.pipeline import PipelineError, run_pipeline
+from reverse_etl.emulators.webhook import WebhookEmulator
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +56,9 @@ def file_members(path: Path) -> set[str]:
         return {row["user_id"] for row in csv.DictReader(handle)}
 
 
-def test_whole_graph_materialises_and_syncs_track_membership(isolated_env: Path, tmp_path: Path) -> None:
+def test_whole_graph_materialises_and_syncs_track_membership(
+    isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     last_event = load_sample(isolated_env, tmp_path / "sample")
     earlier = last_event - timedelta(days=3)
 
@@ -81,6 +85,23 @@ def test_whole_graph_materialises_and_syncs_track_membership(isolated_env: Path,
     assert second_sync["rows_added"] == len(after - before)
     assert second_sync["rows_removed"] == len(before - after)
     assert file_members(cart_file) == after
+
+    # What `make demo` does next: the on-demand webhook sync to a local, signed receiver. Only
+    # cart abandoners with marketing consent may reach it.
+    secret = "pipeline-test-secret"
+    with WebhookEmulator(secret=secret) as receiver:
+        monkeypatch.setenv("COHORTFLOW_WEBHOOK_SECRET", secret)
+        monkeypatch.setenv("COHORTFLOW_WEBHOOK_URL", f"{receiver.url}/cohortflow/webhook")
+        lines = run_webhook_syncs(isolated_env, receiver)
+        held = {user for cohort_id in list(receiver.cohorts) for user in receiver.members(cohort_id)}
+    consented = members(
+        isolated_env,
+        "(select c.user_id from cohorts.cart_abandoners_24h c join marts.user_properties p using (user_id) "
+        "where p.has_marketing_consent)",
+    )
+    assert held == consented and 0 < len(consented) < len(after), (len(held), len(consented), len(after))
+    assert receiver.signature_failures == 0
+    assert any(line.startswith("  cart_abandoners_24h_to_webhook: +") for line in lines), lines
 
 
 def test_a_failing_dbt_test_fails_the_run_with_the_reason(isolated_env: Path, tmp_path: Path) -> None:
