@@ -877,9 +877,10 @@ def plan_sync(
         outbox_order_base = 0
         if replay:
             con.execute(
-                f"create temp table {tables.outbox} as select record_key, operation, record_hash, batch_key, batch_order, record "
+                f"create temp table {tables.outbox} as select *, min(record_key) over (partition by batch_key) as first_key from ("
+                "select record_key, operation, record_hash, batch_key, batch_order, record "
                 f"from {STATE_SCHEMA}.sync_outbox where sync_name = ? "
-                "qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1",
+                "qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1)",
                 [spec.name],
             )
             row = con.execute(
@@ -889,7 +890,7 @@ def plan_sync(
         else:
             con.execute(
                 f"create temp table {tables.outbox} (record_key varchar, operation varchar, record_hash varchar, "
-                "batch_key varchar, batch_order bigint, record json)"
+                "batch_key varchar, batch_order bigint, record json, first_key varchar)"
             )
         has_outbox = replay and bool(con.execute(f"select count(*) from {tables.outbox}").fetchone()[0])  # type: ignore[index]
 
@@ -930,13 +931,15 @@ def plan_sync(
                     coalesce(b.cur_hash, o.record_hash) as record_hash,
                     b.base_op is null as prev_from_outbox,
                     o.batch_key as outbox_key,
-                    o.batch_order as outbox_order
+                    o.batch_order as outbox_order,
+                    o.first_key as outbox_first
                 from ({base}) b full outer join {tables.outbox} o on o.record_key = b.record_key
             """
         else:
             classified = f"""
                 select record_key, false as matched, false as in_doubt, base_op as operation, cur_hash as record_hash,
-                       false as prev_from_outbox, null::varchar as outbox_key, null::bigint as outbox_order
+                       false as prev_from_outbox, null::varchar as outbox_key, null::bigint as outbox_order,
+                       null::varchar as outbox_first
                 from ({base}) b
             """
         if has_refusals:
@@ -950,8 +953,11 @@ def plan_sync(
             """
         else:
             flagged = "select *, false as held from classified where operation is not null"
+        # Replays first, batch by batch in their original order (parts of a split batch share its
+        # order and are ordered by their first record), each batch's records together.
         replay_order = (
             "(matched and is_selected) desc, case when matched and is_selected then outbox_order end, "
+            "case when matched and is_selected then outbox_first end, "
             "case when matched and is_selected then outbox_key end, "
         ) if has_outbox else ""
         con.execute(
