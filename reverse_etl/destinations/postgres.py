@@ -511,7 +511,7 @@ class PostgresTableDestination(RecordDestination):
                 problems.append(f"schema {self.schema} does not exist and the user may not create it")
             return problems
         usage, create = conn.execute(
-            "select has_schema_privilege(%s, 'USAGE'), has_schema_privilege(%s, 'CREATE')", [self.schema, self.schema]
+            "select has_schema_privilege(%s::oid, 'USAGE'), has_schema_privilege(%s::oid, 'CREATE')", [schema_oid, schema_oid]
         ).fetchone() or (False, False)
         if not usage:
             problems.append(f"no USAGE privilege on schema {self.schema}")

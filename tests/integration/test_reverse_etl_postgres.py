@@ -193,6 +193,13 @@ def test_the_table_is_created_with_the_key_and_types_and_values_round_trip(
     fr = pg.execute(f"select * from {schema}.typed where country = 'FR'").fetchone()
     assert fr is not None and fr[:2] == ("FR", 2) and set(fr[2:]) == {None}  # NULL stays NULL, '' stays ''
 
+    # Changes and removes find their rows by the composite key.
+    con.execute("update audiences.typed set text = 'changed', ints = [4] where country = 'JP'")
+    con.execute("delete from audiences.typed where country = 'FR'")
+    again = sync(con, sync_spec, destination(postgres, schema, table="typed"), tmp_path)
+    assert (again.rows_changed, again.rows_removed) == (1, 1)
+    assert pg.execute(f"select country, id, text, ints from {schema}.typed").fetchall() == [("JP", 1, "changed", [4])]
+
 
 def test_upsert_never_removes_and_insert_only_never_touches_a_sent_row(
     con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], schema: str, postgres: PostgresServer, tmp_path: Path
