@@ -139,7 +139,9 @@ def record_history(
 
     Keys: ``run_id``, ``run_started_at``, ``run_status``, ``recorded_at`` (when the run marked it),
     ``operation`` (add / change / remove), ``status`` (sent / rejected / skipped), ``reason``,
-    ``batch_key`` (the idempotency key it went under) and ``record_hash``.
+    ``batch_key`` (the idempotency key it went under), ``delivery`` (``new``, or ``in_doubt``: sent
+    because an earlier, unmarked operation on it may or may not have arrived), ``replayed`` (re-sent
+    under the key of a batch an earlier run did not mark) and ``record_hash``.
 
     Records never sent (never in the audience, or excluded for consent / suppression) have no rows.
     What the destination holds now is ``sync_state`` (see ``docs/sync-engine.md``).
@@ -149,7 +151,8 @@ def record_history(
         return []
     return _rows(con.execute(
         f"select s.run_id, r.started_at as run_started_at, r.status as run_status, "
-        "coalesce(s.recorded_at, r.started_at) as recorded_at, s.operation, s.status, s.reason, s.batch_key, s.record_hash "
+        "coalesce(s.recorded_at, r.started_at) as recorded_at, s.operation, s.status, s.reason, s.batch_key, s.delivery, "
+        "s.replayed, s.record_hash "
         f"from {STATE_SCHEMA}.sync_records s left join {STATE_SCHEMA}.sync_runs r using (run_id) "
         "where s.sync_name = ? and s.record_key = ? "
         "order by coalesce(s.recorded_at, r.started_at) desc, r.started_at desc limit ?",

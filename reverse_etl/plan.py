@@ -6,14 +6,18 @@ source minus users without consent and suppressed users (when the sync declares 
 join with ``cohortflow_syncs.sync_state`` classifies every key as add / change / remove / unchanged;
 two small tables refine that:
 
-* ``sync_outbox`` — batches a killed or failed run wrote down but never marked. Its records whose
-  planned operation and hash are still the ones written are *replayed*: sent first, under the old
-  batch's idempotency key. The others are *in doubt* (the destination may or may not have applied
-  them) and are sent in normal batches even when the diff alone would say ``unchanged`` (a change
-  with the values of the last acknowledged state), or nothing (a remove with the values written in
-  the outbox, for a record that left the audience and was never acknowledged).
+* ``sync_outbox`` — batches a killed or failed run wrote down but did not mark: the destination may
+  or may not have applied them. A record's latest outbox row is what it was last possibly sent as,
+  so the operation it needs is the diff's except where the diff alone would do nothing: when the
+  acknowledged version is still current, an ``add`` if that row is a remove (or such an add), else
+  a ``change`` back to the acknowledged values; when the record is neither in the audience nor
+  acknowledged, a ``remove`` with the values of its latest add / change row. If the latest row is
+  exactly that operation and hash, the record is *replayed*: sent first, under that row's
+  idempotency key. Otherwise it is *in doubt* and goes in a normal batch under a new key.
 * ``sync_refused`` — records the destination refused for good or skipped by its own rule: not sent
-  again (*held*) while their operation and hash are the ones refused; a full resync sends them.
+  again (*held*) while their operation and hash are the ones refused, in doubt or not (an in-doubt
+  record keeps its outbox row: if it later leaves the audience, the remove is still sent); a full
+  resync sends them.
 
 The plan lives in temporary tables owned by the :class:`SyncPlan`, so batches, samples, the snapshot
 and the state update all read one consistent picture even if the source changes mid-run:
@@ -22,7 +26,8 @@ and the state update all read one consistent picture even if the source changes 
   clash with the plan's own columns);
 * ``diff`` — narrow: key, operation, flags, hash and send position;
 * ``previous`` — the last-sent values of changed and removed records only;
-* ``outbox`` — the latest outbox row of each record (empty unless the plan replays).
+* ``outbox`` — the latest outbox row of each record and its latest add / change values (empty
+  unless the plan replays).
 
 Keeping the wide data out of the join and the sort is what makes a 1M-record plan take about a
 second rather than several.
@@ -604,9 +609,9 @@ class SyncPlan:
         try:
             self._con.execute(
                 f"insert into {STATE_SCHEMA}.sync_outbox (sync_name, run_id, batch_key, batch_seq, batch_order, operation, "
-                "record_key, record_hash, record, written_at) "
+                "record_key, record_hash, record, written_at, delivery) "
                 f"select ?, ?, sp.batch_key, sp.batch_seq, {int(self.outbox_order_base)} + sp.batch_seq, d.operation, d.record_key, "
-                "d.record_hash, case when d.operation <> 'remove' then to_json(s.fields) end, ? "
+                "d.record_hash, case when d.operation <> 'remove' then to_json(s.fields) end, ?, d.delivery "
                 f"from (select * from {t.diff} where send_seq between {min(b.low for b in new)} and {max(b.high for b in new)}) d "
                 f"asof join {name} sp on d.send_seq >= sp.low "
                 f"left join {t.source} s on s.record_key = d.record_key "
@@ -674,8 +679,9 @@ class SyncPlan:
         try:
             self._con.execute(
                 f"create temp table {marked} as select d.record_key, d.operation, d.record_hash, sp.batch_key, "
-                "o.status, o.reason, coalesce(o.refused, false) as refused "
-                f"from (select record_key, operation, record_hash, send_seq from {t.diff} "
+                "o.status, o.reason, coalesce(o.refused, false) as refused, "
+                "d.delivery, d.replay "
+                f"from (select record_key, operation, record_hash, send_seq, replay, delivery from {t.diff} "
                 f"where send_seq between {ordered[0].low} and {max(s.high for s in ordered)}) d "
                 f"asof join {spans_table} sp on d.send_seq >= sp.low "
                 f"left join {outcome_table} o on o.record_key = d.record_key "
@@ -693,8 +699,9 @@ class SyncPlan:
             )
             self._con.execute(
                 f"insert into {STATE_SCHEMA}.sync_records (run_id, sync_name, record_key, operation, status, reason, "
-                "record_hash, batch_key, recorded_at) "
-                f"select ?, ?, record_key, operation, coalesce(status, 'sent'), reason, record_hash, batch_key, ? from {marked}",
+                "record_hash, batch_key, recorded_at, delivery, replayed) "
+                f"select ?, ?, record_key, operation, coalesce(status, 'sent'), reason, record_hash, batch_key, ?, delivery, replay "
+                f"from {marked}",
                 [run_id, name, sent_at],
             )
             self._con.execute(
@@ -876,11 +883,23 @@ def plan_sync(
 
         outbox_order_base = 0
         if replay:
+            # Per record: its latest outbox row (what it was last possibly sent as) and its latest
+            # add / change row (the values it may be held with, to remove it should it leave).
             con.execute(
-                f"create temp table {tables.outbox} as select *, min(record_key) over (partition by batch_key) as first_key from ("
-                "select record_key, operation, record_hash, batch_key, batch_order, record "
-                f"from {STATE_SCHEMA}.sync_outbox where sync_name = ? "
-                "qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1)",
+                f"""
+                create temp table {tables.outbox} as
+                with rows as (select * from {STATE_SCHEMA}.sync_outbox where sync_name = ?),
+                latest as (
+                    select record_key, operation, record_hash, batch_key, batch_order, delivery from rows
+                    qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1
+                ),
+                puts as (
+                    select record_key, record_hash as put_hash, record as put_record from rows where operation <> 'remove'
+                    qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1
+                )
+                select l.*, p.put_hash, p.put_record, min(l.record_key) over (partition by l.batch_key) as first_key
+                from latest l left join puts p using (record_key)
+                """,
                 [spec.name],
             )
             row = con.execute(
@@ -890,7 +909,7 @@ def plan_sync(
         else:
             con.execute(
                 f"create temp table {tables.outbox} (record_key varchar, operation varchar, record_hash varchar, "
-                "batch_key varchar, batch_order bigint, record json, first_key varchar)"
+                "batch_key varchar, batch_order bigint, delivery varchar, put_hash varchar, put_record json, first_key varchar)"
             )
         has_outbox = replay and bool(con.execute(f"select count(*) from {tables.outbox}").fetchone()[0])  # type: ignore[index]
 
@@ -915,37 +934,49 @@ def plan_sync(
             full outer join state t on s.record_key = t.record_key
         """
         if has_outbox:
-            # See the module docstring: a matched outbox row is replayed; an unmatched one makes the
-            # record in doubt, which forces a send even where the plain diff has nothing to do.
-            classified = f"""
+            # See the module docstring. First the operation the record needs, given that its latest
+            # outbox row may or may not have been applied (``planned``); then the row is replayed if
+            # it is exactly that operation and data, else the record is sent anew (in doubt).
+            planned = f"""
                 select
                     coalesce(b.record_key, o.record_key) as record_key,
-                    coalesce(o.operation = b.base_op and o.record_hash = b.cur_hash, false) as matched,
-                    o.record_key is not null and not coalesce(o.operation = b.base_op and o.record_hash = b.cur_hash, false) as in_doubt,
                     case
-                        when o.record_key is null or (o.operation = b.base_op and o.record_hash = b.cur_hash) then b.base_op
-                        when b.base_op is null then case when o.operation in ('add', 'change') then 'remove' end
-                        when b.base_op = 'unchanged' then case when o.operation = 'remove' then 'add' else 'change' end
+                        when o.record_key is null then b.base_op
+                        -- neither in the audience nor acknowledged: remove what may have arrived
+                        when b.base_op is null then case when o.put_hash is not null then 'remove' end
+                        -- what was acknowledged is current, but a later operation may have arrived
+                        when b.base_op = 'unchanged' then case when o.operation in ('remove', 'add') then 'add' else 'change' end
                         else b.base_op
                     end as operation,
-                    coalesce(b.cur_hash, o.record_hash) as record_hash,
+                    case when b.base_op is null then o.put_hash else b.cur_hash end as record_hash,
                     b.base_op is null as prev_from_outbox,
+                    o.record_key is not null as has_outbox,
+                    o.operation as outbox_operation,
+                    o.record_hash as outbox_hash,
                     o.batch_key as outbox_key,
                     o.batch_order as outbox_order,
-                    o.first_key as outbox_first
+                    o.first_key as outbox_first,
+                    o.delivery as outbox_delivery
                 from ({base}) b full outer join {tables.outbox} o on o.record_key = b.record_key
+            """
+            classified = f"""
+                select record_key,
+                    coalesce(has_outbox and outbox_operation = operation and outbox_hash = record_hash, false) as matched,
+                    has_outbox and not coalesce(outbox_operation = operation and outbox_hash = record_hash, false) as in_doubt,
+                    operation, record_hash, prev_from_outbox, outbox_key, outbox_order, outbox_first, outbox_delivery
+                from ({planned}) p
             """
         else:
             classified = f"""
                 select record_key, false as matched, false as in_doubt, base_op as operation, cur_hash as record_hash,
                        false as prev_from_outbox, null::varchar as outbox_key, null::bigint as outbox_order,
-                       null::varchar as outbox_first
+                       null::varchar as outbox_first, null::varchar as outbox_delivery
                 from ({base}) b
             """
         if has_refusals:
             flagged = f"""
                 select c.*,
-                    coalesce(not c.matched and not c.in_doubt and r.operation = c.operation and r.record_hash = c.record_hash, false) as held
+                    coalesce(not c.matched and r.operation = c.operation and r.record_hash = c.record_hash, false) as held
                 from classified c
                 left join (select record_key, operation, record_hash from {STATE_SCHEMA}.sync_refused
                            where sync_name = {quote_literal(spec.name)}) r on r.record_key = c.record_key
@@ -974,6 +1005,9 @@ def plan_sync(
             select
                 record_key, operation, is_selected, held, matched and is_selected as replay, in_doubt, record_hash,
                 prev_from_outbox,
+                -- why the record is in its batch: kept through replays
+                case when matched and is_selected then coalesce(outbox_delivery, 'new')
+                     when in_doubt then 'in_doubt' else 'new' end as delivery,
                 case when matched and is_selected then outbox_key end as replay_key,
                 case when is_selected then row_number() over (
                     partition by is_selected
@@ -988,7 +1022,7 @@ def plan_sync(
             f"select t.record_key, t.record as previous_record from {STATE_SCHEMA}.sync_state t "
             f"join {tables.diff} d on d.record_key = t.record_key "
             f"where t.sync_name = ? and d.operation in ('change', 'remove') and not d.prev_from_outbox "
-            f"union all select o.record_key, o.record from {tables.outbox} o join {tables.diff} d on d.record_key = o.record_key "
+            f"union all select o.record_key, o.put_record from {tables.outbox} o join {tables.diff} d on d.record_key = o.record_key "
             "where d.prev_from_outbox",
             [spec.name],
         )

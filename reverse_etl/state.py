@@ -5,7 +5,9 @@
   the destination.
 * ``sync_runs`` — one row per run (dry runs and paused attempts included) with its counts and error.
 * ``sync_records`` — one row per record a run handed to the destination (sent, rejected or skipped
-  by the destination, with the reason), so "what happened to user X" is one query.
+  by the destination, with the reason; the idempotency key; whether it was sent anew because an
+  earlier unmarked operation may have arrived, and whether it was replayed), so "what happened to
+  user X" is one query.
 * ``sync_outbox`` — batches written down *before* they are sent, deleted in the transaction that
   marks them. Rows left behind by a killed or failed run are replayed, under the same idempotency
   key, by the next run (see ``docs/sync-engine.md``).
@@ -74,7 +76,8 @@ create table if not exists {STATE_SCHEMA}.sync_outbox (
     record_key   varchar   not null,
     record_hash  varchar   not null,    -- add / change: hash of the values sent; remove: hash last acknowledged
     record       json,                  -- add / change: the values sent (to remove them if they leave the audience)
-    written_at   timestamp not null
+    written_at   timestamp not null,
+    delivery     varchar                -- new / in_doubt: why the record was put in this batch
 );
 
 create table if not exists {STATE_SCHEMA}.sync_refused (
@@ -111,6 +114,9 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sync_records", "record_hash", "varchar"),
     ("sync_records", "batch_key", "varchar"),
     ("sync_records", "recorded_at", "timestamp"),
+    ("sync_records", "delivery", "varchar"),
+    ("sync_records", "replayed", "boolean"),
+    ("sync_outbox", "delivery", "varchar"),
 )
 
 

@@ -167,6 +167,9 @@ def test_a_batch_whose_acknowledgement_was_lost_is_resent_first_under_the_same_k
     assert [k for k, _, _, _ in api.seen].count(lost_key) == 10  # ...so the partner applied it once
     assert api.records == audience(con)
     assert outbox(con) == []
+    assert con.execute(
+        "select distinct delivery, replayed from cohortflow_syncs.sync_records where batch_key = ?", [lost_key]
+    ).fetchall() == [("new", True)]
     third = sync(con, api, tmp_path, 2)
     assert (third.rows_processed, third.rows_replayed) == (0, 0)
 
@@ -240,8 +243,11 @@ def test_a_change_reverted_after_a_lost_batch_is_sent_back(con: duckdb.DuckDBPyC
     con.execute("update c.users set score = 3 where user_id = 'u003'")  # back to what was acknowledged
     with plan_sync(con, spec()) as plan:
         assert (plan.changes, plan.in_doubt, plan.replayed) == (1, 1, 0)
-    sync(con, api, tmp_path, 2)
+    third = sync(con, api, tmp_path, 2)
     assert api.records["u003"]["score"] == 3 and api.records == audience(con)
+    assert con.execute(
+        "select operation, delivery, replayed from cohortflow_syncs.sync_records where run_id = ?", [third.run_id]
+    ).fetchall() == [("change", "in_doubt", False)]
 
 
 def test_a_remove_that_may_have_arrived_is_undone_when_the_record_returns(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
