@@ -698,6 +698,7 @@ class _RecordSender:
         self.deliver(second, low + middle, high)
 
     def queue(self, span: MarkSpan, outcomes: dict[str, Outcome], records: int) -> None:
+        """Keep an answered batch for the next mark."""
         self.pending_spans.append(span)
         self.pending_outcomes.update(outcomes)
         self.pending_records += records

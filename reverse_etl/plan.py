@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -294,7 +294,8 @@ class SyncPlan:
         self.outbox_order_base = outbox_order_base
         self._closed = False
 
-    def _count(self, keep) -> int:  # type: ignore[no-untyped-def]
+    def _count(self, keep: Callable[..., bool]) -> int:
+        """Records of the diff whose ``(operation, selected, held, replay, in_doubt)`` satisfy ``keep``."""
         return sum(n for key, n in self._counts.items() if keep(*key))
 
     # -- counts ---------------------------------------------------------------------------------

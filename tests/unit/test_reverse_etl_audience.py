@@ -84,7 +84,7 @@ def test_losing_consent_or_being_suppressed_removes_under_mirror_only(con: duckd
 
     gone = run(con, spec(), mirror, tmp_path, 1)
     assert (gone.rows_removed, gone.rows_added) == (2, 1)
-    assert sorted(api_keys := mirror.records) == ["u0", "u2", "u6", "u9"], api_keys
+    assert sorted(mirror.records) == ["u0", "u2", "u6", "u9"]
     assert [keys for _, op, keys in mirror.received if op is Operation.REMOVE] == [("u3", "u4")]
     kept = run(con, spec(name="vip_upsert", mode="upsert"), upsert, tmp_path, 1)
     assert (kept.rows_removed, kept.rows_skipped) == (0, 2)  # upsert never removes
