@@ -539,9 +539,9 @@ class HttpSender:
         for attempt in range(1, self.config.max_attempts + 1):
             if attempt > 1:
                 assert last is not None
-                delay = self.config.backoff(attempt - 1, self._random)
-                if last.wait_hint is not None:
-                    delay = max(delay, last.wait_hint)
+                # The destination's own Retry-After / RateLimit-Reset wins over our backoff: waiting
+                # longer than asked only loses throughput at a rate limit, shorter draws another 429.
+                delay = last.wait_hint if last.wait_hint is not None else self.config.backoff(attempt - 1, self._random)
                 if waited + delay > self.config.max_total_wait:
                     self._give_up(label, last, attempt - 1, reason="waiting longer would pass max_total_wait")
                 logger.info(

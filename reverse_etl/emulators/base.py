@@ -169,6 +169,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as separate writes: with Nagle's algorithm on, the body then waits for
+    # the client's delayed ACK (~40 ms a request). Real API front ends answer in one flush.
+    disable_nagle_algorithm = True
     server: _Server
 
     def _dispatch(self) -> None:
@@ -346,6 +349,11 @@ class Emulator:
             self.fault_log.append(kind)
             return kind
 
+    def _known_key(self, request: Request) -> bool:
+        key = self.dedupe_key(request)
+        with self.lock:
+            return key is not None and key in self._replies
+
     def _answer(self, request: Request) -> tuple[Reply | _Drop, float]:
         """The answer and how long to hold it first."""
         wait = self._rate_limited(request.received_at)
@@ -360,7 +368,9 @@ class Emulator:
             return Reply(status, {"error": "injected server error"}, self.wait_headers(self.faults.retry_after)), 0.0
         if fault == "throttle":
             return self.throttle_reply(self.faults.retry_after), 0.0
-        if fault == "bad_request":
+        if fault == "bad_request" and not self._known_key(request):
+            # Like a real receiver, a batch it already committed is answered as before (below), not
+            # refused: refusing it would make the client split and re-send parts under new keys.
             return Reply(400, {"error": "injected bad request"}), 0.0
         if fault == "drop_before":
             return DROP, 0.0
