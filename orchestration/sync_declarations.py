@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from cohortflow.warehouse import DBT_PROJECT_DIR, warehouse_path
-from reverse_etl import Destination, SyncSpec
+from reverse_etl import Destination, SyncSpec, check_identifiers
 from reverse_etl.destinations import DESTINATION_TYPES, destination_class
 from reverse_etl.spec import IDENTIFIER_KINDS, SyncMode
 
@@ -356,22 +356,8 @@ def unique_column_sets(manifest: Mapping[str, Any], unique_id: str) -> list[froz
 
 
 def _check_identifiers(spec: SyncSpec, cls: type[Destination]) -> None:
-    """Every required identifier kind mapped, and one of ``any_identifier_of`` when it is set."""
-    try:
-        from reverse_etl.engine import check_identifiers  # the engine's own rule, once it has one
-    except ImportError:
-        check_identifiers = None
-    if check_identifiers is not None:
-        check_identifiers(spec, cls)
-        return
-    mapped = set(spec.identifiers or {})
-    missing = sorted(set(cls.required_identifiers) - mapped)
-    if missing:
-        raise ValueError(f"{cls.kind} destinations need identifier(s) {missing}; map them in identifiers")
-    if cls.any_identifier_of and not mapped & set(cls.any_identifier_of):
-        raise ValueError(
-            f"{cls.kind} destinations need at least one of identifiers {sorted(cls.any_identifier_of)}; map one in identifiers"
-        )
+    """Every required identifier kind mapped, and one of ``any_identifier_of`` when it is set (the engine's rule)."""
+    check_identifiers(spec, cls)
 
 
 def _parse_schedule(value: Any, where: str) -> tuple[str, str | None]:
