@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -575,6 +576,16 @@ def _part(batch: ChangeBatch, start: int, stop: int) -> ChangeBatch:
     )
 
 
+@dataclass(frozen=True)
+class _Flight:
+    """A batch handed to the destination on the worker thread, not answered yet."""
+
+    future: Future[Any]
+    batch: ChangeBatch
+    low: int
+    high: int
+
+
 class _RecordSender:
     """Outbox, send, split, mark: the record-destination half of a run."""
 
@@ -624,17 +635,33 @@ class _RecordSender:
 
         self.destination.begin(self.run)
         succeeded = False
+        # One batch in flight on a worker thread while this thread does the warehouse work around it
+        # (reading the next batch, committing marks and the next outbox group): the destination and
+        # DuckDB then work at the same time instead of taking turns. The worker only calls
+        # send_batch; answers are handled here, in order, so the warehouse connection is never used
+        # by two threads and splits stay synchronous.
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-{self.spec.name}")
+        flight: _Flight | None = None
         try:
             for number, group in enumerate(groups):
                 new = [pb for pb in group if not pb.replayed]
                 if new:
                     # Written (and committed) before any batch of the group leaves: a crash from
-                    # here on leaves them to be re-sent under these keys.
+                    # here on leaves them to be re-sent under these keys. (The previous group's
+                    # last batch may be in flight meanwhile; its mark is not part of this commit.)
                     self.flush(outbox=new)
                 # The next group's outbox write commits the pending marks anyway.
                 next_commits = number + 1 < len(groups) and any(not pb.replayed for pb in groups[number + 1])
                 for pb, batch in self.plan.read_batches(group):
-                    self.deliver(batch, pb.low, pb.high)
+                    if flight is not None:
+                        self.settle(flight)
+                        flight = None
+                    if len(batch) > self.size:
+                        # A replayed batch cut under a larger cap than today's: split, synchronously.
+                        self.deliver(batch, pb.low, pb.high)
+                    else:
+                        self.announce(batch)
+                        flight = _Flight(worker.submit(self.destination.send_batch, self.run, batch), batch, pb.low, pb.high)
                     if next_commits and pb is group[-1]:
                         continue
                     if (
@@ -642,9 +669,20 @@ class _RecordSender:
                         or time.monotonic() - self.last_mark >= MARK_EVERY_SECONDS
                     ):
                         self.flush()
+            if flight is not None:
+                self.settle(flight)
+                flight = None
             self.flush()
             succeeded = True
         except BaseException:
+            if flight is not None:
+                # Whatever failed here, the batch in flight may have been acknowledged: wait for it
+                # and mark it if so. Nothing more is sent (no split); a batch not acknowledged stays
+                # in the outbox and is re-sent under its key by the next run.
+                try:
+                    self.answered(flight.batch, flight.low, flight.high, flight.future.result())
+                except BaseException:
+                    logger.debug("sync %s: the batch in flight was not acknowledged", self.spec.name, exc_info=True)
             # What the destination acknowledged before the failure must not be sent again.
             try:
                 self.flush()
@@ -655,36 +693,58 @@ class _RecordSender:
                 )
             raise
         finally:
+            worker.shutdown(wait=True)
             self.destination.finish(self.run, succeeded=succeeded)
 
-    def deliver(self, batch: ChangeBatch, low: int, high: int) -> None:
-        """Send one batch (split it when it is too large or refused whole) and queue its mark."""
-        if len(batch) > self.size:
-            # A replayed batch cut under a larger cap than today's.
-            self.split(batch, low, high)
-            return
+    def announce(self, batch: ChangeBatch) -> None:
+        """Say which batch is unacknowledged, for the failure message of a run that dies now."""
         self.in_flight[:] = [
             f"batch {batch.sequence}: {len(batch)} {batch.operation.value} record(s), idempotency key "
             f"{batch.idempotency_key}; unacknowledged, it stays in the outbox and the next run re-sends it"
         ]
+
+    def settle(self, flight: _Flight) -> None:
+        """Wait for the batch in flight and handle its answer (on this thread)."""
+        try:
+            answer = flight.future.result()
+        except BatchRejectedError as exc:
+            self.refused_whole(flight.batch, flight.low, flight.high, exc)
+            return
+        self.answered(flight.batch, flight.low, flight.high, answer)
+
+    def deliver(self, batch: ChangeBatch, low: int, high: int) -> None:
+        """Send one batch now (split it when it is too large or refused whole) and queue its mark."""
+        if len(batch) > self.size:
+            # A replayed batch cut under a larger cap than today's.
+            self.split(batch, low, high)
+            return
+        self.announce(batch)
         try:
             answer = self.destination.send_batch(self.run, batch)
         except BatchRejectedError as exc:
-            if exc.status in NOT_SPLIT_STATUSES:
-                raise DestinationError(
-                    f"sync {self.spec.name!r}: the {self.destination.kind} destination {self.destination.location} refused "
-                    f"a whole batch with status {exc.status} ({exc.reason}); that is about the request (credentials, "
-                    "endpoint), not a record, so the batch is not split: fix the destination settings"
-                ) from exc
-            if len(batch) == 1:
-                reason = exc.reason or NO_REASON
-                self.queue(MarkSpan(low, low, batch.idempotency_key), {batch.keys[0]: Outcome(STATUS_REJECTED, reason, True)}, 1)
-            else:
-                self.split(batch, low, high)
+            self.refused_whole(batch, low, high, exc)
             return
+        self.answered(batch, low, high, answer)
+
+    def answered(self, batch: ChangeBatch, low: int, high: int, answer: object) -> None:
+        """Queue the mark of a batch the destination answered."""
         self.in_flight.clear()
         outcomes = self.outcomes(batch, answer)
         self.queue(MarkSpan(low, high, batch.idempotency_key), outcomes, len(batch))
+
+    def refused_whole(self, batch: ChangeBatch, low: int, high: int, exc: BatchRejectedError) -> None:
+        """A batch refused as a whole: isolate the bad record(s) by splitting, or refuse the single one."""
+        if exc.status in NOT_SPLIT_STATUSES:
+            raise DestinationError(
+                f"sync {self.spec.name!r}: the {self.destination.kind} destination {self.destination.location} refused "
+                f"a whole batch with status {exc.status} ({exc.reason}); that is about the request (credentials, "
+                "endpoint), not a record, so the batch is not split: fix the destination settings"
+            ) from exc
+        if len(batch) == 1:
+            reason = exc.reason or NO_REASON
+            self.queue(MarkSpan(low, low, batch.idempotency_key), {batch.keys[0]: Outcome(STATUS_REJECTED, reason, True)}, 1)
+        else:
+            self.split(batch, low, high)
 
     def split(self, batch: ChangeBatch, low: int, high: int) -> None:
         """Send the two halves of a batch, each under a derived key written to the outbox first."""
