@@ -108,3 +108,47 @@ def test_an_emptied_audience_leaves_a_header_only_csv(con: duckdb.DuckDBPyConnec
     assert (result.rows_removed, result.audience_size) == (12, 0)
     assert out.read_text() == '"user_id","score","recommended_items","account"\n'
     assert json.loads(out.with_name("propensity.csv.manifest.json").read_text())["row_count"] == 0
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_mirror_file_equals_the_audience_row_by_row_over_many_runs_of_churn(tmp_path: Path, kind: str) -> None:
+    """Twelve runs, each after a random 10 % churn (leaves, value changes, new members, returns with old
+    values): after every run the file holds exactly the audience, value for value."""
+    import random
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("create schema cohorts")
+    con.execute(
+        "create table cohorts.vip as select 'u' || lpad(i::varchar, 4, '0') as user_id, i * 1.5 as ltv, "
+        "'plan' || (i % 3)::varchar as plan from range(300) t(i)"
+    )
+    out = tmp_path / f"vip.{kind}"
+    destination = CsvFileDestination(out) if kind == "csv" else ParquetFileDestination(out)
+    vip = SyncSpec(name=f"vip_{kind}", source_relation="cohorts.vip", primary_key=["user_id"], mode="mirror")
+    rng = random.Random(7)
+    left: list[tuple[str, float, str]] = []
+    next_id = 300
+    for run_no in range(12):
+        if run_no:
+            members = [row[0] for row in con.execute("select user_id from cohorts.vip").fetchall()]
+            for user in rng.sample(members, 10):
+                left.extend(con.execute("select * from cohorts.vip where user_id = ?", [user]).fetchall())
+                con.execute("delete from cohorts.vip where user_id = ?", [user])
+            for user in rng.sample([m for m in members if rng.random() < 0.5], 10):
+                con.execute("update cohorts.vip set ltv = ltv + 1, plan = 'changed' where user_id = ?", [user])
+            for _ in range(8):
+                con.execute("insert into cohorts.vip values (?, ?, 'new')", [f"u{next_id:04d}", next_id * 0.5])
+                next_id += 1
+            for returning in [left.pop(rng.randrange(len(left))) for _ in range(min(4, len(left)))]:
+                if not con.execute("select 1 from cohorts.vip where user_id = ?", [returning[0]]).fetchone():
+                    con.execute("insert into cohorts.vip values (?, ?, ?)", list(returning))
+        result = run_sync(con, vip, destination)
+        assert result.succeeded, result.format_text()
+        expected = sorted(con.execute("select user_id, ltv, plan from cohorts.vip").fetchall())
+        if kind == "csv":
+            with open(out, newline="") as handle:
+                held = sorted((r["user_id"], float(r["ltv"]), r["plan"]) for r in csv.DictReader(handle))
+        else:
+            held = sorted(tuple(r.values()) for r in pq.read_table(out).to_pylist())
+        assert held == expected, f"run {run_no}: file differs from the audience"
+    con.close()
