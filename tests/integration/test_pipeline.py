@@ -93,15 +93,29 @@ def test_whole_graph_materialises_and_syncs_track_membership(
         monkeypatch.setenv("COHORTFLOW_WEBHOOK_SECRET", secret)
         monkeypatch.setenv("COHORTFLOW_WEBHOOK_URL", f"{receiver.url}/cohortflow/webhook")
         lines = run_webhook_syncs(isolated_env, receiver)
-        held = {user for cohort_id in list(receiver.cohorts) for user in receiver.members(cohort_id)}
+        held = receiver.members("cart_abandoners_24h_to_webhook")
+        profiles = receiver.members("user_properties_to_webhook")
     consented = members(
         isolated_env,
         "(select c.user_id from cohorts.cart_abandoners_24h c join marts.user_properties p using (user_id) "
         "where p.has_marketing_consent)",
     )
-    assert held == consented and 0 < len(consented) < len(after), (len(held), len(consented), len(after))
+    assert set(held) == consented and 0 < len(consented) < len(after), (len(held), len(consented), len(after))
+    # And the user properties of every consented user, with their values.
+    con = warehouse.connect(isolated_env, read_only=True)
+    try:
+        expected = {
+            user: {"rfm_segment": segment, "favourite_category": category}
+            for user, segment, category in con.execute(
+                "select user_id, rfm_segment, favourite_category from marts.user_properties where has_marketing_consent"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    assert {u: {k: v[k] for k in ("rfm_segment", "favourite_category")} for u, v in profiles.items()} == expected
     assert receiver.signature_failures == 0
-    assert any(line.startswith("  cart_abandoners_24h_to_webhook: +") for line in lines), lines
+    for sync in ("cart_abandoners_24h_to_webhook", "user_properties_to_webhook"):
+        assert any(line.startswith(f"  {sync}: +") for line in lines), lines
 
 
 def test_a_failing_dbt_test_fails_the_run_with_the_reason(isolated_env: Path, tmp_path: Path) -> None:
