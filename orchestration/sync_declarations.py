@@ -173,7 +173,7 @@ class DestinationConfig:
         settings = self.rendered_settings()
         try:
             return cls.from_settings(settings, sync_name=sync_name, base_dir=Path(warehouse).parent)
-        except (ValueError, TypeError, NotImplementedError) as exc:
+        except (ValueError, TypeError) as exc:
             raise DeclarationError(f"{self.where}: {exc}") from None
 
 
@@ -193,7 +193,7 @@ def _check_settings(config: DestinationConfig, base_dir: Path) -> DestinationCon
     try:
         # A trial build: from_settings only validates and stores values (no I/O), so this is cheap.
         cls.from_settings(rendered, sync_name=_SETTINGS_CHECK_SYNC, base_dir=base_dir)
-    except (ValueError, TypeError, NotImplementedError) as exc:
+    except (ValueError, TypeError) as exc:
         message = str(exc)
         placeholders = {path.rsplit(".", 1)[-1] for path in missing if path != config.where}
         typo = re.search(r"unknown setting", message, re.IGNORECASE)  # never caused by a placeholder
@@ -353,11 +353,6 @@ def unique_column_sets(manifest: Mapping[str, Any], unique_id: str) -> list[froz
             if constraint.get("type") in ("primary_key", "unique"):
                 sets.append(frozenset([name]))
     return sets
-
-
-def _check_identifiers(spec: SyncSpec, cls: type[Destination]) -> None:
-    """Every required identifier kind mapped, and one of ``any_identifier_of`` when it is set (the engine's rule)."""
-    check_identifiers(spec, cls)
 
 
 def _parse_schedule(value: Any, where: str) -> tuple[str, str | None]:
@@ -586,7 +581,7 @@ def _declaration(
         raise DeclarationError(f"{where}: meta.sync: {exc}") from None
     if cls is not None:
         try:
-            _check_identifiers(spec, cls)
+            check_identifiers(spec, cls)
         except ValueError as exc:
             raise DeclarationError(f"{where}: meta.sync.identifiers: {exc}") from None
     return SyncDeclaration(

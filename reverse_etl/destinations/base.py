@@ -237,9 +237,10 @@ class Destination(abc.ABC):
         """Build the destination from its ``destinations.yml`` settings (secrets already resolved).
 
         ``base_dir`` is the folder relative paths resolve against (the warehouse's folder).
-        Raises ``ValueError`` naming the setting when one is missing or invalid.
+        Raises ``ValueError`` naming the setting when one is missing or invalid; the base class, for
+        destinations built only in code, raises ``TypeError``.
         """
-        raise NotImplementedError(f"{cls.__name__} cannot be configured from settings")
+        raise TypeError(f"{cls.__name__} cannot be configured from settings")
 
     @property
     @abc.abstractmethod

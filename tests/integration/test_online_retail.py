@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -13,17 +12,14 @@ from cohortflow.ingest import ingest_files
 
 pytestmark = pytest.mark.slow  # about 6 s: the whole real file
 
-DATA = Path(__file__).resolve().parents[3] / "shared/data/online_retail/online_retail.csv.gz"
 
 
 @pytest.fixture(scope="module")
-def loaded() -> tuple[duckdb.DuckDBPyConnection, object]:
-    if not DATA.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{DATA} is missing in CI")
-        pytest.skip(f"{DATA} not present")
+def loaded(shared_data: Path) -> tuple[duckdb.DuckDBPyConnection, object]:
+    # shared_data (tests/conftest.py) fails in CI and skips elsewhere when ../shared/data is missing.
+    data = shared_data / "online_retail" / "online_retail.csv.gz"
     con = duckdb.connect()
-    summary = ingest_files(con, [DATA], "online-retail", now=datetime(2024, 1, 1))
+    summary = ingest_files(con, [data], "online-retail", now=datetime(2024, 1, 1))
     return con, summary
 
 
