@@ -214,6 +214,7 @@ class PostgresTableDestination(RecordDestination):
     # COPY makes big batches cheap, and each batch is one transaction; the sync's batch_size
     # (default 10,000) still applies: raise it to 100,000 for large first syncs.
     max_batch_size: ClassVar[int | None] = 100_000
+    exclusive_location: ClassVar[bool] = True
     supported_operations = ALL_OPERATIONS
 
     def __init__(
@@ -320,11 +321,19 @@ class PostgresTableDestination(RecordDestination):
         ValueError
             Naming the setting when one is unknown, missing or invalid.
         """
+        try:
+            return cls._from_settings(settings, sync_name=sync_name)
+        except ValueError as exc:
+            # The one place the prefix is added: the checks below and the constructor say only what is wrong.
+            raise ValueError(f"postgres destination: {exc}") from None
+
+    @classmethod
+    def _from_settings(cls, settings: Mapping[str, Any], *, sync_name: str) -> PostgresTableDestination:
         if not isinstance(settings, Mapping):
-            raise ValueError(f"postgres destination settings must be a mapping, got {type(settings).__name__}")
+            raise ValueError(f"settings must be a mapping, got {type(settings).__name__}")
         unknown = sorted(set(settings) - set(_SETTINGS) - {"type"})
         if unknown:
-            raise ValueError(f"postgres destination: unknown setting(s) {unknown}; allowed: {', '.join(_SETTINGS)}")
+            raise ValueError(f"unknown setting(s) {unknown}; allowed: {', '.join(_SETTINGS)}")
         password: Secret | None = None
         if settings.get("password") is not None:
             value = settings["password"]
@@ -333,18 +342,18 @@ class PostgresTableDestination(RecordDestination):
             elif isinstance(value, str) and value:
                 password = Secret(value)
             elif value != "":
-                raise ValueError("postgres destination: password must be text read from the environment")
+                raise ValueError("password must be text read from the environment")
 
         def number(key: str, default: int | None) -> int | None:
             value = settings.get(key, default)
             if value is None:
                 return None
             if isinstance(value, bool):
-                raise ValueError(f"postgres destination: {key} must be a whole number, got {value!r}")
+                raise ValueError(f"{key} must be a whole number, got {value!r}")
             try:
                 return int(value)
             except (TypeError, ValueError):
-                raise ValueError(f"postgres destination: {key} must be a whole number, got {value!r}") from None
+                raise ValueError(f"{key} must be a whole number, got {value!r}") from None
 
         def flag(key: str, default: bool) -> bool:
             value = settings.get(key, default)
@@ -352,28 +361,24 @@ class PostgresTableDestination(RecordDestination):
                 return value
             if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
                 return value.strip().lower() in ("true", "yes", "1")
-            raise ValueError(f"postgres destination: {key} must be true or false, got {value!r}")
+            raise ValueError(f"{key} must be true or false, got {value!r}")
 
-        table = settings.get("table") or sync_name
-        try:
-            return cls(
-                table=table,
-                schema=settings.get("schema") or "public",
-                host=settings.get("host"),
-                port=number("port", None),
-                user=settings.get("user"),
-                password=password,
-                password_env=settings.get("password_env"),
-                dbname=settings.get("dbname"),
-                sslmode=settings.get("sslmode"),
-                dsn=settings.get("dsn"),
-                batch_log=flag("batch_log", True),
-                batch_log_table=settings.get("batch_log_table"),
-                batch_log_keep_days=number("batch_log_keep_days", 30) or 30,
-                connect_timeout=number("connect_timeout", 10) or 10,
-            )
-        except ValueError as exc:
-            raise ValueError(f"postgres destination: {exc}") from None
+        return cls(
+            table=settings.get("table") or sync_name,
+            schema=settings.get("schema") or "public",
+            host=settings.get("host"),
+            port=number("port", None),
+            user=settings.get("user"),
+            password=password,
+            password_env=settings.get("password_env"),
+            dbname=settings.get("dbname"),
+            sslmode=settings.get("sslmode"),
+            dsn=settings.get("dsn"),
+            batch_log=flag("batch_log", True),
+            batch_log_table=settings.get("batch_log_table"),
+            batch_log_keep_days=number("batch_log_keep_days", 30) or 30,
+            connect_timeout=number("connect_timeout", 10) or 10,
+        )
 
     @property
     def location(self) -> str:

@@ -291,6 +291,31 @@ def test_a_typo_in_a_setting_fails_at_load_naming_it(tmp_path: Path):
         load_destinations(path, base_dir=tmp_path)
 
 
+@pytest.mark.parametrize(
+    "entry, expected",
+    [
+        ("type: postgres\n    host: db\n    dbname: crm\n    port: abc", "postgres destination: port must be a whole number, got 'abc'"),
+        ("type: postgres\n    host: db\n    dbname: crm\n    port: 70000", "postgres destination: port must be between 1 and 65535"),
+        ("type: postgres\n    host: db\n    dbname: crm\n    batch_log: maybe", "postgres destination: batch_log must be true or false"),
+        ("type: postgres\n    host: db\n    dbnam: crm", "postgres destination: unknown setting(s) ['dbnam']"),
+        ("type: webhook\n    url: http://x\n    secret: s\n    timeout: abc", "webhook destination: setting 'timeout' must be a number"),
+        ("type: braze\n    api_key: k\n    rest_endpoint: http://x\n    max_attempts: 0", "braze destination: setting 'max_attempts'"),
+        ("type: facebook_custom_audience\n    audience_id: '1'\n    access_token: t\n    default_country_code: ZZZ",
+         "facebook_custom_audience destination:"),
+        ("type: klaviyo\n    api_key: k\n    default_country_code: ZZZ", "klaviyo destination:"),
+    ],
+)
+def test_a_bad_setting_is_named_once_with_its_destination_type(tmp_path: Path, entry: str, expected: str):
+    # Reported: "postgres destination: postgres destination: port must be a whole number, got ...".
+    path = write(tmp_path / "destinations.yml", f"destinations:\n  target:\n    {entry}\n")
+    with pytest.raises(DeclarationError) as info:
+        load_destinations(path, base_dir=tmp_path)
+    message = str(info.value)
+    assert expected in message, message
+    kind = expected.split(" destination")[0]
+    assert message.count(f"{kind} destination") == 1, message
+
+
 def test_an_unset_secret_fails_the_sync_that_uses_it_not_the_loading(tmp_path: Path, monkeypatch, test_types):
     path = write(
         tmp_path / "destinations.yml",
