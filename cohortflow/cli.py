@@ -275,19 +275,19 @@ def sync_run(name: str, dry_run: bool, full_resync: bool) -> None:
         if result.status == "paused":
             click.echo(f"  resume with: cohortflow sync resume {name}")
         elif dry_run:
-            _echo_samples(con, declaration.spec, full_resync=full_resync)
+            _echo_samples(con, declaration.spec, destination, full_resync=full_resync)
     finally:
         con.close()
 
 
-def _echo_samples(con, spec, *, full_resync: bool, limit: int = 3) -> None:
+def _echo_samples(con, spec, destination, *, full_resync: bool, limit: int = 3) -> None:
     """A few records of each operation the mode would send, with their values (removes: as last sent)."""
     import json
 
     from reverse_etl import plan_sync
     from reverse_etl.spec import Operation
 
-    with plan_sync(con, spec, full_resync=full_resync) as plan:
+    with plan_sync(con, spec, destination=destination, full_resync=full_resync) as plan:
         for operation in (Operation.ADD, Operation.CHANGE, Operation.REMOVE):
             if operation not in spec.sync_mode.operations:
                 continue
@@ -337,7 +337,7 @@ def sync_status(name: str, record_key: str | None, limit: int) -> None:
                 click.echo(f"latest run {runs[0]['status']}: {runs[0]['error']}")
             return
         events = record_history(con, name, record_key, limit=limit) if con is not None else []
-        held = _held(con, name, record_key) if con is not None else None
+        held = _held(con, declaration, record_key) if con is not None else None
         click.echo(f"  record {record_key}: " + (f"in the destination since {_when(held)}" if held else "not in the destination"))
         if not events:
             click.echo("  no run has sent it (never in the audience, excluded by consent / suppression, or not yet synced)")
@@ -357,17 +357,34 @@ def _short(text: str, name: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _held(con, name: str, record_key: str):
+def _held(con, declaration, record_key: str):
     """When the destination last acknowledged the record it still holds (``sync_state``), else ``None``."""
-    from reverse_etl.state import STATE_SCHEMA
+    from orchestration.sync_declarations import DeclarationError
+    from reverse_etl.state import STATE_SCHEMA, sync_identity
+
+    try:
+        location = declaration.destination.build(warehouse_path(), declaration.name).location
+    except DeclarationError:
+        return None  # an unset secret: where it ships, and so what it holds there, is unknown here
 
     exists = con.execute(
         "select count(*) from duckdb_tables() where schema_name = ? and table_name = 'sync_state'", [STATE_SCHEMA]
     ).fetchone()[0]
     if not exists:
         return None
+    keyed = con.execute(
+        "select count(*) from duckdb_columns() where schema_name = ? and table_name = 'sync_state' and column_name = 'sync_id'",
+        [STATE_SCHEMA],
+    ).fetchone()[0]
+    if not keyed:  # a warehouse whose syncs have not run since identities were introduced
+        row = con.execute(
+            f"select max(sent_at) from {STATE_SCHEMA}.sync_state where sync_name = ? and record_key = ?",
+            [declaration.name, record_key],
+        ).fetchone()
+        return row[0] if row else None
     row = con.execute(
-        f"select max(sent_at) from {STATE_SCHEMA}.sync_state where sync_name = ? and record_key = ?", [name, record_key]
+        f"select max(sent_at) from {STATE_SCHEMA}.sync_state where sync_id = ? and record_key = ?",
+        [sync_identity(declaration.name, location), record_key],
     ).fetchone()
     return row[0] if row else None
 

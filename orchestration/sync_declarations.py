@@ -381,15 +381,117 @@ def _parse_schedule(value: Any, where: str) -> tuple[str, str | None]:
     )
 
 
-def load_sync_declarations(manifest: Mapping[str, Any], destinations: Mapping[str, DestinationConfig]) -> list[SyncDeclaration]:
+def _is_sync(entry: Mapping[str, Any]) -> bool:
+    config = entry.get("config")
+    meta = (config.get("meta") if isinstance(config, Mapping) else None) or entry.get("meta") or {}
+    return isinstance(meta, Mapping) and SYNC_META_KEY in meta
+
+
+def _exposures_in(path: Path) -> list[tuple[str, int, bool]]:
+    """``(name, line, is a sync)`` of every exposure a dbt YAML file declares, in file order."""
+    try:
+        document = yaml.compose(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return []  # dbt itself reports a file it cannot read or parse
+    found: list[tuple[str, int, bool]] = []
+    if not isinstance(document, yaml.MappingNode):
+        return found
+    for key, value in document.value:
+        if key.value != "exposures" or not isinstance(value, yaml.SequenceNode):
+            continue
+        for item in value.value:
+            entry = yaml.safe_load(yaml.serialize(item))
+            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+                found.append((entry["name"], item.start_mark.line + 1, _is_sync(entry)))
+    return found
+
+
+def check_unique_sync_names(manifest: Mapping[str, Any], project_dir: Path) -> None:
+    """Refuse a sync name declared twice, anywhere in the project's exposure files.
+
+    dbt refuses two exposures of one name in two files, but within one file it keeps the last one
+    silently — and a sync's state, outbox, history, lock and default file are all found by its name,
+    so a second declaration would ship the first one's records. Both places are named.
+
+    Raises
+    ------
+    DeclarationError
+        ``sync name 'x' is declared twice: <file>:<line> and <file>:<line>``.
+    """
+    files = sorted({e.get("original_file_path") for e in manifest.get("exposures", {}).values() if e.get("original_file_path")})
+    seen: dict[str, tuple[str, int, bool]] = {}
+    for relative in files:
+        for name, line, is_sync in _exposures_in(Path(project_dir) / relative):
+            where = (relative, line, is_sync)
+            first = seen.setdefault(name, where)
+            if first is not where and (is_sync or first[2]):
+                raise DeclarationError(
+                    f"sync name {name!r} is declared twice: {first[0]}:{first[1]} and {relative}:{line}; every sync "
+                    "needs its own name (its state, outbox, history and default file are kept under it) — rename one"
+                )
+
+
+def check_exclusive_locations(declarations: Sequence[SyncDeclaration], base_dir: Path) -> None:
+    """Refuse two syncs writing the same file or table (destinations with ``exclusive_location``).
+
+    Two syncs there would overwrite each other's records. APIs that hold many audiences (webhooks,
+    CRMs, ad platforms) may be shared.
+
+    Raises
+    ------
+    DeclarationError
+        Naming both syncs, where they are declared and the location.
+    """
+    owners: dict[str, SyncDeclaration] = {}
+    for declaration in declarations:
+        config = declaration.destination
+        if config.unavailable is not None:
+            continue
+        cls = config.destination_class()
+        if not cls.exclusive_location:
+            continue
+        rendered = _render_env(dict(config.settings), config.where, {})
+        try:
+            location = cls.from_settings(rendered, sync_name=declaration.name, base_dir=base_dir).location
+        except (ValueError, TypeError):
+            continue  # a setting that needs the environment: checked when the sync runs
+        first = owners.setdefault(location, declaration)
+        if first is not declaration:
+            raise DeclarationError(
+                f"{declaration.declared_in}: exposure {declaration.name}: meta.sync.destination {config.name!r} writes "
+                f"{location}, which sync {first.name!r} ({first.declared_in}) writes too; two syncs would overwrite "
+                f"each other's records — give each its own file or table (e.g. drop the fixed filename / table setting)"
+            )
+
+
+def load_sync_declarations(
+    manifest: Mapping[str, Any],
+    destinations: Mapping[str, DestinationConfig],
+    *,
+    project_dir: Path = DBT_PROJECT_DIR,
+    base_dir: Path | None = None,
+) -> list[SyncDeclaration]:
     """Every exposure carrying ``meta.sync`` in a parsed dbt manifest, validated against it and the destinations.
+
+    Parameters
+    ----------
+    manifest
+        The parsed project.
+    destinations
+        From :func:`load_destinations`.
+    project_dir
+        The dbt project (exposure files are read again to find a name declared twice in one file).
+    base_dir
+        Folder relative file paths resolve against (default: the warehouse's folder), to find two
+        syncs writing one file.
 
     Raises
     ------
     DeclarationError
         On the first bad declaration; the message starts with ``<file>: exposure <name>`` and names
-        the field (``meta.sync.<key>``).
+        the field (``meta.sync.<key>``), or names both places of a duplicate.
     """
+    check_unique_sync_names(manifest, project_dir)
     nodes = manifest.get("nodes", {})
     by_name = _nodes_by_name(manifest)
     declarations: list[SyncDeclaration] = []
@@ -400,6 +502,7 @@ def load_sync_declarations(manifest: Mapping[str, Any], destinations: Mapping[st
             continue
         where = f"{exposure.get('original_file_path', unique_id)}: exposure {exposure['name']}"
         declarations.append(_declaration(exposure, sync, where, nodes, by_name, destinations, manifest))
+    check_exclusive_locations(declarations, Path(base_dir) if base_dir is not None else warehouse_path().parent)
     return declarations
 
 
@@ -601,7 +704,7 @@ def _declaration(
 
 
 def load_project_declarations(
-    manifest: Mapping[str, Any], destinations_file: Path = DESTINATIONS_FILE
+    manifest: Mapping[str, Any], destinations_file: Path = DESTINATIONS_FILE, *, project_dir: Path = DBT_PROJECT_DIR
 ) -> list[SyncDeclaration]:
     """The syncs of a parsed project: ``destinations.yml`` and the exposures, checked together."""
-    return load_sync_declarations(manifest, load_destinations(destinations_file))
+    return load_sync_declarations(manifest, load_destinations(destinations_file), project_dir=project_dir)

@@ -45,15 +45,18 @@ from reverse_etl.lock import SyncLock, default_lock_dir
 from reverse_etl.plan import (
     STATUS_REJECTED,
     STATUS_SKIPPED,
+    MappedField,
     MarkSpan,
     Outcome,
     PlannedBatch,
     SyncPlan,
     plan_sync,
+    resolve_fields,
     split_key,
 )
+from reverse_etl.replay import ReplayPlan, batch_fingerprint, plan_replays
 from reverse_etl.spec import Operation, SyncMode, SyncSpec, check_identifiers
-from reverse_etl.state import STATE_SCHEMA, ensure_state_tables
+from reverse_etl.state import STATE_SCHEMA, adopt_unkeyed_rows, ensure_state_tables, sync_identity
 
 logger = logging.getLogger("reverse_etl")
 
@@ -108,7 +111,8 @@ class SyncResult:
     rows_held
         Records not sent because the destination refused or skipped this very data before.
     rows_replayed
-        Records re-sent under the idempotency key of a batch an earlier run did not mark.
+        Records re-sent, exactly as first sent, under the idempotency key of a batch an earlier run
+        did not mark (dry run: that would be).
     rows_excluded_consent, rows_excluded_suppressed
         Source records left out of the audience: without consent; with consent (or none required)
         but in a suppression relation.
@@ -379,6 +383,8 @@ def _run_locked(
 ) -> SyncResult:
     name = spec.name
     ensure_state_tables(con)
+    sync_id = sync_identity(name, destination.location)
+    adopt_unkeyed_rows(con, sync_id, name, destination.location)
     # We hold the lock, so any run of this sync still marked 'running' died without finishing.
     con.execute(
         f"update {STATE_SCHEMA}.sync_runs set status = ?, finished_at = ?, "
@@ -392,14 +398,15 @@ def _run_locked(
     if paused is not None:
         note = f"paused since {paused['paused_at']:%Y-%m-%d %H:%M:%S} UTC" + (f": {paused['reason']}" if paused["reason"] else "")
     con.execute(
-        f"insert into {STATE_SCHEMA}.sync_runs (run_id, sync_name, started_at, status, mode, dry_run, full_resync, destination) "
-        "values (?, ?, ?, ?, ?, ?, ?, ?)",
-        [run_id, name, started_at, STATUS_RUNNING, spec.sync_mode.value, dry_run, full_resync, destination.location],
+        f"insert into {STATE_SCHEMA}.sync_runs (sync_id, run_id, sync_name, started_at, status, mode, dry_run, full_resync, "
+        "destination) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [sync_id, run_id, name, started_at, STATUS_RUNNING, spec.sync_mode.value, dry_run, full_resync, destination.location],
     )
     logger.info("sync %s run %s started (%s%s)", name, run_id, spec.sync_mode.value, ", dry run" if dry_run else "")
 
     counters = _Counters()
     plan: SyncPlan | None = None
+    replays: ReplayPlan | None = None
     samples: dict[Operation, tuple[str, ...]] = {}
     # Which batch was on its way when something failed, for the error message.
     in_flight: list[str] = []
@@ -431,7 +438,7 @@ def _run_locked(
             rows_rejected_permanently=counters.rejected_permanently,
             rows_skipped_by_destination=counters.skipped_by_destination,
             rows_held=plan.held if plan else 0,
-            rows_replayed=plan.replayed if plan else 0,
+            rows_replayed=replays.rows if replays else 0,
             rows_excluded_consent=plan.excluded_consent if plan else 0,
             rows_excluded_suppressed=plan.excluded_suppressed if plan else 0,
             note=note,
@@ -451,6 +458,7 @@ def _run_locked(
         )
 
     def commit(
+        source: SyncPlan | ReplayPlan,
         spans: Sequence[MarkSpan] = (),
         outcomes: dict[str, Outcome] | None = None,
         *,
@@ -459,20 +467,22 @@ def _run_locked(
         forget_outbox: bool = False,
     ) -> None:
         """One warehouse transaction: marks (state, records, refusals, outbox deletions), outbox
-        relabels and writes, and the run's counters — all or nothing."""
-        assert plan is not None
+        relabels and writes, and the run's counters — all or nothing. ``source`` is the plan or the
+        replays whose positions the spans refer to."""
         outcomes = outcomes or {}
         con.begin()
         try:
             moment = clock()
             if spans:
-                counters.count(plan.mark(run_id=run_id, sent_at=moment, spans=spans, outcomes=outcomes), outcomes)
+                counters.count(source.mark(run_id=run_id, sent_at=moment, spans=spans, outcomes=outcomes), outcomes)
             for old_key, new_key, low, high in relabels:
-                plan.relabel_outbox(old_key=old_key, new_key=new_key, low=low, high=high)
+                source.relabel_outbox(old_key=old_key, new_key=new_key, low=low, high=high)
             if outbox:
-                plan.write_outbox(run_id=run_id, batches=outbox, written_at=moment)
-            if forget_outbox:
-                plan.forget_outbox()
+                source.write_outbox(
+                    run_id=run_id, batches=outbox, written_at=moment, created_at=started_at, fingerprint=fingerprint,
+                )
+            if forget_outbox and isinstance(source, SyncPlan):
+                source.forget_outbox()
             # Counters move with the marks, so even a run that dies later shows what it delivered.
             save_run(result(STATUS_RUNNING))
             con.commit()
@@ -487,7 +497,33 @@ def _run_locked(
             logger.info("sync %s run %s: %s; nothing sent", name, run_id, note)
             return final
         destination.check()
-        plan = plan_sync(con, spec, full_resync=full_resync, replay=isinstance(destination, RecordDestination))
+        fields = resolve_fields(con, spec)
+        fingerprint = batch_fingerprint(destination, fields)
+        run = RunInfo(
+            sync_name=name,
+            run_id=run_id,
+            mode=spec.sync_mode,
+            full_resync=full_resync,
+            started_at=started_at,
+            fields=tuple(f.name for f in fields),
+            primary_key_fields=_primary_key_fields(spec, fields),
+        )
+        if isinstance(destination, RecordDestination):
+            # First what earlier runs left unmarked, exactly as it was sent; then the plan, which
+            # sees the state those replays leave and sends what changed since under new keys.
+            replays = plan_replays(con, spec, destination, sync_id=sync_id, fields=fields)
+            for skip in replays.skipped:
+                logger.warning(
+                    "sync %s: outbox batch %s (%d records) is not replayed: %s; its records are sent again under new keys",
+                    name, skip.batch_key, skip.records, skip.reason,
+                )
+            if replays.batches and not dry_run:
+                logger.info("sync %s: replaying %d outbox batch(es), %d records", name, replays.batches, replays.rows)
+                with _session(destination, run):
+                    _RecordSender(replays, destination, run, spec, commit, in_flight).send()
+        plan = plan_sync(
+            con, spec, destination=destination, full_resync=full_resync, replay=isinstance(destination, RecordDestination)
+        )
         logger.info("%s", plan.summary())
         for operation in (Operation.ADD, Operation.REMOVE):
             if operation in spec.sync_mode.operations:
@@ -501,20 +537,12 @@ def _run_locked(
             save_run(final)
             return final
 
-        run = RunInfo(
-            sync_name=name,
-            run_id=run_id,
-            mode=spec.sync_mode,
-            full_resync=full_resync,
-            started_at=started_at,
-            fields=plan.field_names,
-            primary_key_fields=plan.primary_key_fields,
-        )
         if isinstance(destination, SnapshotDestination):
             _send_snapshot(plan, destination, run, commit)
         else:
             assert isinstance(destination, RecordDestination)
-            _RecordSender(plan, destination, run, spec, commit, in_flight).send()
+            with _session(destination, run):
+                _RecordSender(plan, destination, run, spec, commit, in_flight).send()
         plan.forget_stale_refusals()
         final = result(STATUS_SUCCEEDED)
         save_run(final)
@@ -547,6 +575,26 @@ def _run_locked(
     finally:
         if plan is not None:
             plan.close()
+        if replays is not None:
+            replays.close()
+
+
+def _primary_key_fields(spec: SyncSpec, fields: Sequence[MappedField]) -> tuple[str, ...]:
+    """Destination fields carrying the primary key, in key order."""
+    return tuple(next(f.name for f in fields if f.column.lower() == column.lower()) for column in spec.primary_key)
+
+
+class _session:
+    """``destination.begin(run)`` ... ``destination.finish(run, succeeded=...)`` around a block."""
+
+    def __init__(self, destination: RecordDestination, run: RunInfo) -> None:
+        self.destination, self.run = destination, run
+
+    def __enter__(self) -> None:
+        self.destination.begin(self.run)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.destination.finish(self.run, succeeded=exc_type is None)
 
 
 def _send_snapshot(plan: SyncPlan, destination: SnapshotDestination, run: RunInfo, commit: Callable[..., None]) -> None:
@@ -561,7 +609,7 @@ def _send_snapshot(plan: SyncPlan, destination: SnapshotDestination, run: RunInf
     # All or nothing, like the file itself. The destination now holds the whole audience, so no
     # outbox row (left by a record destination this sync used before) is in doubt any more.
     spans = [MarkSpan(1, plan.rows_to_send)] if plan.rows_to_send else []
-    commit(spans, forget_outbox=True)
+    commit(plan, spans, forget_outbox=True)
 
 
 def _part(batch: ChangeBatch, start: int, stop: int) -> ChangeBatch:
@@ -573,6 +621,7 @@ def _part(batch: ChangeBatch, start: int, stop: int) -> ChangeBatch:
         keys=keys,
         records=batch.records.slice(start, stop - start),
         idempotency_key=split_key(batch.idempotency_key, keys),
+        created_at=batch.created_at,
     )
 
 
@@ -587,11 +636,14 @@ class _Flight:
 
 
 class _RecordSender:
-    """Outbox, send, split, mark: the record-destination half of a run."""
+    """Outbox, send, split, mark: the record-destination half of a run.
+
+    ``plan`` is the run's :class:`SyncPlan`, or the :class:`ReplayPlan` of the batches replayed first.
+    """
 
     def __init__(
         self,
-        plan: SyncPlan,
+        plan: SyncPlan | ReplayPlan,
         destination: RecordDestination,
         run: RunInfo,
         spec: SyncSpec,
@@ -616,14 +668,14 @@ class _RecordSender:
         """Commit pending marks (with outbox writes / relabels, when given) in one transaction."""
         if not (self.pending_spans or outbox or relabels):
             return
-        self.commit(self.pending_spans, self.pending_outcomes, outbox=outbox, relabels=relabels)
+        self.commit(self.plan, self.pending_spans, self.pending_outcomes, outbox=outbox, relabels=relabels)
         # Cleared only once committed: after a failed commit, the failure path tries the marks again.
         self.pending_spans, self.pending_outcomes, self.pending_records = [], {}, 0
         self.last_mark = time.monotonic()
 
     def send(self) -> None:
         """Send every planned batch: outbox group by group, marks every few seconds / records."""
-        planned = self.plan.batch_plan(self.size, run_id=self.run.run_id)
+        planned = self.plan.batch_plan(self.size, run_id=self.run.run_id, created_at=self.run.started_at)
         groups: list[list[PlannedBatch]] = []
         group_records = OUTBOX_EVERY_RECORDS
         for pb in planned:
@@ -633,8 +685,6 @@ class _RecordSender:
             groups[-1].append(pb)
             group_records += len(pb)
 
-        self.destination.begin(self.run)
-        succeeded = False
         # One batch in flight on a worker thread while this thread does the warehouse work around it
         # (reading the next batch, committing marks and the next outbox group): the destination and
         # DuckDB then work at the same time instead of taking turns. The worker only calls
@@ -656,12 +706,8 @@ class _RecordSender:
                     if flight is not None:
                         self.settle(flight)
                         flight = None
-                    if len(batch) > self.size:
-                        # A replayed batch cut under a larger cap than today's: split, synchronously.
-                        self.deliver(batch, pb.low, pb.high)
-                    else:
-                        self.announce(batch)
-                        flight = _Flight(worker.submit(self.destination.send_batch, self.run, batch), batch, pb.low, pb.high)
+                    self.announce(batch)
+                    flight = _Flight(worker.submit(self.destination.send_batch, self.run, batch), batch, pb.low, pb.high)
                     if next_commits and pb is group[-1]:
                         continue
                     if (
@@ -673,7 +719,6 @@ class _RecordSender:
                 self.settle(flight)
                 flight = None
             self.flush()
-            succeeded = True
         except BaseException:
             if flight is not None:
                 # Whatever failed here, the batch in flight may have been acknowledged: wait for it
@@ -694,7 +739,6 @@ class _RecordSender:
             raise
         finally:
             worker.shutdown(wait=True)
-            self.destination.finish(self.run, succeeded=succeeded)
 
     def announce(self, batch: ChangeBatch) -> None:
         """Say which batch is unacknowledged, for the failure message of a run that dies now."""
@@ -713,11 +757,7 @@ class _RecordSender:
         self.answered(flight.batch, flight.low, flight.high, answer)
 
     def deliver(self, batch: ChangeBatch, low: int, high: int) -> None:
-        """Send one batch now (split it when it is too large or refused whole) and queue its mark."""
-        if len(batch) > self.size:
-            # A replayed batch cut under a larger cap than today's.
-            self.split(batch, low, high)
-            return
+        """Send one batch now (split it when it is refused whole) and queue its mark."""
         self.announce(batch)
         try:
             answer = self.destination.send_batch(self.run, batch)

@@ -7,13 +7,15 @@ join with ``cohortflow_syncs.sync_state`` classifies every key as add / change /
 two small tables refine that:
 
 * ``sync_outbox`` — batches a killed or failed run wrote down but did not mark: the destination may
-  or may not have applied them. A record's latest outbox row is what it was last possibly sent as,
-  so the operation it needs is the diff's except where the diff alone would do nothing: when the
-  acknowledged version is still current, an ``add`` if that row is a remove (or such an add), else
-  a ``change`` back to the acknowledged values; when the record is neither in the audience nor
-  acknowledged, a ``remove`` with the values of its latest add / change row. If the latest row is
-  exactly that operation and hash, the record is *replayed*: sent first, under that row's
-  idempotency key. Otherwise it is *in doubt* and goes in a normal batch under a new key.
+  or may not have applied them. The engine first replays every batch it can send exactly as it was
+  first sent (``reverse_etl.replay``), so what is left here when a plan is made are batches that
+  could not be replayed (the destination's settings changed, a record lost its consent...). A
+  record's latest outbox row is what it was last possibly sent as, so the operation it needs is the
+  diff's except where the diff alone would do nothing: when the acknowledged version is still
+  current, an ``add`` if that row is a remove (or such an add), else a ``change`` back to the
+  acknowledged values; when the record is neither in the audience nor acknowledged, a ``remove``
+  with the values of its latest add / change row. Such a record is *in doubt* and goes in a normal
+  batch under a new key.
 * ``sync_refused`` — records the destination refused for good or skipped by its own rule: not sent
   again (*held*) while their operation and hash are the ones refused, in doubt or not (an in-doubt
   record keeps its outbox row: if it later leaves the audience, the remove is still sent); a full
@@ -46,10 +48,10 @@ from types import TracebackType
 import duckdb
 import pyarrow as pa
 
-from reverse_etl.destinations.base import ChangeBatch, RunInfo, Snapshot
+from reverse_etl.destinations.base import ChangeBatch, Destination, RunInfo, Snapshot
 from reverse_etl.errors import SourceError, SyncSpecError
 from reverse_etl.spec import Operation, SyncSpec
-from reverse_etl.state import STATE_SCHEMA, ensure_state_tables
+from reverse_etl.state import STATE_SCHEMA, ensure_state_tables, sync_identity
 
 # Removes first: a capped destination (audience size limits) gets room before adds arrive.
 SEND_ORDER: tuple[Operation, ...] = (Operation.REMOVE, Operation.CHANGE, Operation.ADD)
@@ -187,7 +189,7 @@ class PlannedBatch:
     Attributes
     ----------
     sequence
-        1-based position of the batch within the run (replayed batches first).
+        1-based position of the batch within the run.
     operation
         The batch's one operation.
     low, high
@@ -195,7 +197,9 @@ class PlannedBatch:
     key
         Its idempotency key: the old key for a replayed batch, else :func:`batch_key`.
     replayed
-        Whether it re-sends an outbox batch of an earlier run.
+        Whether it re-sends an outbox batch of an earlier run (its rows are in the outbox already).
+    created_at
+        When a replayed batch was first made (``None``: now).
     """
 
     sequence: int
@@ -204,6 +208,7 @@ class PlannedBatch:
     high: int
     key: str
     replayed: bool
+    created_at: datetime | None = None
 
     def __len__(self) -> int:
         return self.high - self.low + 1
@@ -249,8 +254,6 @@ class SyncPlan:
         Per operation, how many records this sync's mode sends.
     held
         Records not sent because the destination refused (or skipped) this very operation and data before.
-    replayed
-        Records re-sent under the idempotency key of an earlier run's unmarked batch.
     in_doubt
         Records an earlier run may have delivered without marking, whose data or operation has moved
         since: sent again in normal batches.
@@ -258,6 +261,8 @@ class SyncPlan:
         Source records left out of the audience: no consent, or (with consent) in a suppression relation.
     fields
         The shipped fields.
+    sync_id
+        The sync identity whose state the plan read (:func:`~reverse_etl.state.sync_identity`).
     """
 
     def __init__(
@@ -266,9 +271,10 @@ class SyncPlan:
         spec: SyncSpec,
         tables: _PlanTables,
         fields: tuple[MappedField, ...],
-        counts: dict[tuple[str, bool, bool, bool, bool], int],
+        counts: dict[tuple[str, bool, bool, bool], int],
         full_resync: bool,
         *,
+        sync_id: str,
         excluded_consent: int = 0,
         excluded_suppressed: int = 0,
         outbox_order_base: int = 0,
@@ -276,6 +282,7 @@ class SyncPlan:
         self._con = con
         self._t = tables
         self.spec = spec
+        self.sync_id = sync_id
         self.full_resync = full_resync
         self.fields = fields
         self._counts = counts
@@ -286,16 +293,15 @@ class SyncPlan:
         self.to_send: dict[Operation, int] = {
             op: self._count(lambda o, sel, *_, v=op.value: o == v and sel) for op in Operation
         }
-        self.held = self._count(lambda op, sel, held, *_: held)
-        self.replayed = self._count(lambda op, sel, held, replay, doubt: replay)
-        self.in_doubt = self._count(lambda op, sel, held, replay, doubt: doubt and sel)
+        self.held = self._count(lambda op, sel, held, doubt: held)
+        self.in_doubt = self._count(lambda op, sel, held, doubt: doubt and sel)
         self.excluded_consent = excluded_consent
         self.excluded_suppressed = excluded_suppressed
         self.outbox_order_base = outbox_order_base
         self._closed = False
 
     def _count(self, keep: Callable[..., bool]) -> int:
-        """Records of the diff whose ``(operation, selected, held, replay, in_doubt)`` satisfy ``keep``."""
+        """Records of the diff whose ``(operation, selected, held, in_doubt)`` satisfy ``keep``."""
         return sum(n for key, n in self._counts.items() if keep(*key))
 
     # -- counts ---------------------------------------------------------------------------------
@@ -344,8 +350,6 @@ class SyncPlan:
             f"sends {sent or 'nothing'}"
         )
         extra = []
-        if self.replayed:
-            extra.append(f"{self.replayed:,} replayed from the outbox")
         if self.in_doubt:
             extra.append(f"{self.in_doubt:,} in doubt re-sent")
         if self.held:
@@ -430,11 +434,11 @@ class SyncPlan:
         *,
         run_id: str | None = None,
         operations: Iterable[Operation] | None = None,
+        created_at: datetime | None = None,
     ) -> list[PlannedBatch]:
         """The batches of this run, in send order, before reading any record.
 
-        Replayed outbox batches come first, one per old batch (whatever its size: the engine splits
-        one that is larger than today's cap), then removes, changes and adds cut into ``batch_size``.
+        Removes, changes and adds cut into ``batch_size``.
 
         Parameters
         ----------
@@ -444,25 +448,19 @@ class SyncPlan:
             The run, to derive new batches' idempotency keys (:func:`batch_key`); without it they are ``""``.
         operations
             Restrict to these operations (default: all that the mode sends).
+        created_at
+            The batches' creation time (the run's start), carried by every batch and its replays.
         """
         size = batch_size or self.spec.batch_size
         wanted = set(operations) if operations is not None else set(Operation)
         out: list[PlannedBatch] = []
-        replays = self._con.execute(
-            f"select replay_key, operation, min(send_seq), max(send_seq) from {self._t.diff} where replay "
-            "group by replay_key, operation order by 3"
-        ).fetchall()
-        for key, op, low, high in replays:
-            operation = Operation(op)
-            if operation in wanted:
-                out.append(PlannedBatch(len(out) + 1, operation, int(low), int(high), key, True))
         for op, (low, high) in self._send_ranges().items():
             if op not in wanted:
                 continue
             for start in range(low, high + 1, size):
                 sequence = len(out) + 1
                 key = batch_key(self.spec.name, run_id, sequence) if run_id else ""
-                out.append(PlannedBatch(sequence, op, start, min(start + size - 1, high), key, False))
+                out.append(PlannedBatch(sequence, op, start, min(start + size - 1, high), key, False, created_at))
         return out
 
     def read_batches(
@@ -493,7 +491,7 @@ class SyncPlan:
                 keys = tuple(part.column(0).to_pylist())
                 yield pb, ChangeBatch(
                     operation=pb.operation, sequence=pb.sequence, keys=keys,
-                    records=part.remove_column(0), idempotency_key=pb.key,
+                    records=part.remove_column(0), idempotency_key=pb.key, created_at=pb.created_at,
                 )
 
     def batches(
@@ -504,7 +502,7 @@ class SyncPlan:
         fetch_size: int = FETCH_SIZE,
         run_id: str | None = None,
     ) -> Iterator[ChangeBatch]:
-        """Yield the records the mode sends, one operation per batch: replays, then removes, changes, adds.
+        """Yield the records the mode sends, one operation per batch: removes, changes, adds.
 
         Batches come in send order and cover the send positions without gaps, so batch after
         batch the positions run 1, 2, ... ``rows_to_send``. Records are read from DuckDB in
@@ -527,9 +525,9 @@ class SyncPlan:
             yield batch
 
     def _send_ranges(self) -> dict[Operation, tuple[int, int]]:
-        """``send_seq`` range per operation of the records sent in new batches (replays excluded)."""
+        """``send_seq`` range per operation of the records sent."""
         rows = self._con.execute(
-            f"select operation, min(send_seq), max(send_seq) from {self._t.diff} where is_selected and not replay group by 1"
+            f"select operation, min(send_seq), max(send_seq) from {self._t.diff} where is_selected group by 1"
         ).fetchall()
         by_op = {Operation(op): (int(low), int(high)) for op, low, high in rows}
         return {op: by_op[op] for op in SEND_ORDER if op in by_op}
@@ -590,10 +588,22 @@ class SyncPlan:
 
     # -- writing the outbox and the state --------------------------------------------------------------
 
-    def write_outbox(self, *, run_id: str, batches: Sequence[PlannedBatch], written_at: datetime) -> int:
-        """Write new (not replayed) batches to ``sync_outbox`` before they are sent.
+    def write_outbox(
+        self,
+        *,
+        run_id: str,
+        batches: Sequence[PlannedBatch],
+        written_at: datetime,
+        created_at: datetime,
+        fingerprint: str,
+    ) -> int:
+        """Write new (not replayed) batches to the outbox before they are sent.
 
-        Runs inside the caller's transaction. Returns the number of rows written.
+        Every record is written with the values it is sent with (a remove: the values it carries)
+        and its place in the batch, and every batch with its creation time and the fingerprint of
+        the destination settings and fields it is encoded for: a later run can then rebuild the
+        batch exactly (:mod:`reverse_etl.replay`). Runs inside the caller's transaction. Returns the
+        number of record rows written.
         """
         new = [b for b in batches if not b.replayed]
         if not new:
@@ -603,21 +613,30 @@ class SyncPlan:
             "high": pa.array([b.high for b in new], pa.int64()),
             "batch_key": pa.array([b.key for b in new], pa.string()),
             "batch_seq": pa.array([b.sequence for b in new], pa.int32()),
+            "operation": pa.array([b.operation.value for b in new], pa.string()),
         })
         name = f"_cf_outbox_spans_{uuid.uuid4().hex}"
         self._con.register(name, spans)
         t = self._t
+        order = int(self.outbox_order_base)
         try:
             self._con.execute(
-                f"insert into {STATE_SCHEMA}.sync_outbox (sync_name, run_id, batch_key, batch_seq, batch_order, operation, "
-                "record_key, record_hash, record, written_at, delivery) "
-                f"select ?, ?, sp.batch_key, sp.batch_seq, {int(self.outbox_order_base)} + sp.batch_seq, d.operation, d.record_key, "
-                "d.record_hash, case when d.operation <> 'remove' then to_json(s.fields) end, ?, d.delivery "
+                f"insert into {STATE_SCHEMA}.sync_outbox (sync_id, sync_name, run_id, batch_key, batch_seq, batch_order, "
+                "operation, record_key, record_hash, record, written_at, delivery, batch_position) "
+                f"select ?, ?, ?, sp.batch_key, sp.batch_seq, {order} + sp.batch_seq, d.operation, d.record_key, "
+                "d.record_hash, case when d.operation <> 'remove' then to_json(s.fields) else v.previous_record end, ?, "
+                "d.delivery, d.send_seq - sp.low "
                 f"from (select * from {t.diff} where send_seq between {min(b.low for b in new)} and {max(b.high for b in new)}) d "
                 f"asof join {name} sp on d.send_seq >= sp.low "
                 f"left join {t.source} s on s.record_key = d.record_key "
+                f"left join {t.previous} v on v.record_key = d.record_key and d.operation = 'remove' "
                 "where d.send_seq <= sp.high",
-                [self.spec.name, run_id, written_at],
+                [self.sync_id, self.spec.name, run_id, written_at],
+            )
+            self._con.execute(
+                f"insert into {STATE_SCHEMA}.sync_outbox_batches (sync_id, sync_name, batch_key, operation, batch_order, "
+                f"created_at, fingerprint) select ?, ?, batch_key, operation, {order} + batch_seq, ?, ? from {name}",
+                [self.sync_id, self.spec.name, created_at, fingerprint],
             )
         finally:
             self._con.unregister(name)
@@ -627,12 +646,11 @@ class SyncPlan:
         """Move the outbox rows of send positions ``low..high`` from batch ``old_key`` to ``new_key``.
 
         Called (and committed) before a part of a split batch is sent under its own key, so that a
-        replay after a crash re-sends that part under that key.
+        replay after a crash re-sends that part, exactly, under that key.
         """
-        self._con.execute(
-            f"update {STATE_SCHEMA}.sync_outbox set batch_key = ? where sync_name = ? and batch_key = ? "
-            f"and record_key in (select record_key from {self._t.diff} where send_seq between {int(low)} and {int(high)})",
-            [new_key, self.spec.name, old_key],
+        relabel_outbox_rows(
+            self._con, self.sync_id, old_key, new_key,
+            f"select record_key from {self._t.diff} where send_seq between {int(low)} and {int(high)}",
         )
 
     def mark(
@@ -657,91 +675,26 @@ class SyncPlan:
         dict
             ``(operation, status, refused) -> records``.
         """
-        if not spans:
-            return {}
-        outcomes = outcomes or {}
-        name = self.spec.name
         t = self._t
-        spans_table = f"_cf_mark_spans_{uuid.uuid4().hex}"
-        outcome_table = f"_cf_mark_outcomes_{uuid.uuid4().hex}"
-        marked = f"_cf_marked_{uuid.uuid4().hex}"
-        ordered = sorted(spans, key=lambda s: s.low)
-        self._con.register(spans_table, pa.table({
-            "low": pa.array([s.low for s in ordered], pa.int64()),
-            "high": pa.array([s.high for s in ordered], pa.int64()),
-            "batch_key": pa.array([s.batch_key for s in ordered], pa.string()),
-        }))
-        self._con.register(outcome_table, pa.table({
-            "record_key": pa.array(list(outcomes), pa.string()),
-            "status": pa.array([o.status for o in outcomes.values()], pa.string()),
-            "reason": pa.array([o.reason for o in outcomes.values()], pa.string()),
-            "refused": pa.array([o.refused for o in outcomes.values()], pa.bool_()),
-        }))
-        try:
-            self._con.execute(
-                f"create temp table {marked} as select d.record_key, d.operation, d.record_hash, sp.batch_key, "
-                "o.status, o.reason, coalesce(o.refused, false) as refused, "
-                "d.delivery, d.replay "
-                f"from (select record_key, operation, record_hash, send_seq, replay, delivery from {t.diff} "
-                f"where send_seq between {ordered[0].low} and {max(s.high for s in ordered)}) d "
-                f"asof join {spans_table} sp on d.send_seq >= sp.low "
-                f"left join {outcome_table} o on o.record_key = d.record_key "
-                "where d.send_seq <= sp.high"
-            )
-            acked = f"select record_key from {marked} where status is null"
-            self._con.execute(
-                f"delete from {STATE_SCHEMA}.sync_state where sync_name = ? and record_key in ({acked})", [name]
-            )
-            self._con.execute(
-                f"insert into {STATE_SCHEMA}.sync_state (sync_name, record_key, record_hash, record, sent_at, run_id) "
-                f"select ?, s.record_key, s.record_hash, to_json(s.fields), ?, ? from {t.source} s "
-                f"join {marked} m on m.record_key = s.record_key where m.status is null and m.operation in ('add', 'change')",
-                [name, sent_at, run_id],
-            )
-            self._con.execute(
-                f"insert into {STATE_SCHEMA}.sync_records (run_id, sync_name, record_key, operation, status, reason, "
-                "record_hash, batch_key, recorded_at, delivery, replayed) "
-                f"select ?, ?, record_key, operation, coalesce(status, 'sent'), reason, record_hash, batch_key, ?, delivery, replay "
-                f"from {marked}",
-                [run_id, name, sent_at],
-            )
-            self._con.execute(
-                f"delete from {STATE_SCHEMA}.sync_refused where sync_name = ? and record_key in (select record_key from {marked})",
-                [name],
-            )
-            self._con.execute(
-                f"insert into {STATE_SCHEMA}.sync_refused (sync_name, record_key, operation, record_hash, status, reason, run_id, refused_at) "
-                f"select ?, record_key, operation, record_hash, status, reason, ?, ? from {marked} where refused",
-                [name, run_id, sent_at],
-            )
-            # Acknowledged: every outbox row of the record is settled (the destination holds this
-            # version). Not applied: only this batch's row, and (refused for good) earlier rows of
-            # the same operation and data, which the destination would refuse the same way.
-            self._con.execute(
-                f"delete from {STATE_SCHEMA}.sync_outbox o using {marked} m where o.sync_name = ? and o.record_key = m.record_key "
-                "and (m.status is null or o.batch_key = m.batch_key "
-                "or (m.refused and o.operation = m.operation and o.record_hash = m.record_hash))",
-                [name],
-            )
-            rows = self._con.execute(
-                f"select operation, coalesce(status, 'sent'), refused, count(*) from {marked} group by all"
-            ).fetchall()
-        finally:
-            self._con.execute(f"drop table if exists {marked}")
-            self._con.unregister(spans_table)
-            self._con.unregister(outcome_table)
-        return {(op, status, bool(refused)): int(n) for op, status, refused, n in rows}
+        return mark_spans(
+            self._con, sync_id=self.sync_id, sync_name=self.spec.name, run_id=run_id, sent_at=sent_at,
+            spans=spans, outcomes=outcomes or {},
+            positions_sql=f"select record_key, operation, record_hash, send_seq, delivery, false as replayed, "
+            f"null::bigint as batch_order from {t.diff}",
+            values_sql=f"select record_key, to_json(fields) as record from {t.source}",
+        )
 
     def forget_outbox(self) -> None:
         """Delete every outbox row of the sync (after a snapshot destination received the whole audience)."""
-        self._con.execute(f"delete from {STATE_SCHEMA}.sync_outbox where sync_name = ?", [self.spec.name])
+        for table in ("sync_outbox", "sync_outbox_batches"):
+            self._con.execute(f"delete from {STATE_SCHEMA}.{table} where sync_id = ?", [self.sync_id])
 
     def forget_stale_refusals(self) -> None:
         """Delete refusals of records neither in the audience nor in the state (they will never be planned)."""
         self._con.execute(
-            f"delete from {STATE_SCHEMA}.sync_refused r where r.sync_name = ? "
+            f"delete from {STATE_SCHEMA}.sync_refused r where r.sync_id = ? "
             f"and not exists (select 1 from {self._t.diff} d where d.record_key = r.record_key)",
-            [self.spec.name],
+            [self.sync_id],
         )
 
     # -- lifetime -----------------------------------------------------------------------------------
@@ -757,6 +710,125 @@ class SyncPlan:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def relabel_outbox_rows(con: duckdb.DuckDBPyConnection, sync_id: str, old_key: str, new_key: str, keys_sql: str) -> None:
+    """Move the outbox rows of the records ``keys_sql`` selects from batch ``old_key`` to ``new_key``.
+
+    The new batch inherits the old one's creation time, order and fingerprint: it is a part of it.
+    """
+    con.execute(
+        f"update {STATE_SCHEMA}.sync_outbox set batch_key = ? where sync_id = ? and batch_key = ? "
+        f"and record_key in ({keys_sql})",
+        [new_key, sync_id, old_key],
+    )
+    con.execute(
+        f"insert into {STATE_SCHEMA}.sync_outbox_batches (sync_id, sync_name, batch_key, operation, batch_order, created_at, "
+        f"fingerprint) select sync_id, sync_name, ?, operation, batch_order, created_at, fingerprint "
+        f"from {STATE_SCHEMA}.sync_outbox_batches where sync_id = ? and batch_key = ?",
+        [new_key, sync_id, old_key],
+    )
+
+
+def mark_spans(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    sync_id: str,
+    sync_name: str,
+    run_id: str,
+    sent_at: datetime,
+    spans: Sequence[MarkSpan],
+    outcomes: Mapping[str, Outcome],
+    positions_sql: str,
+    values_sql: str,
+) -> dict[tuple[str, str, bool], int]:
+    """Record the destination's answers for the send positions covered by ``spans`` (see :meth:`SyncPlan.mark`).
+
+    Parameters
+    ----------
+    positions_sql
+        The plan's positions: ``record_key, operation, record_hash, send_seq, delivery, replayed,
+        batch_order`` (``batch_order`` of a replayed outbox batch, else NULL).
+    values_sql
+        ``record_key, record`` (JSON): the values acknowledged adds and changes were sent with.
+
+    Returns
+    -------
+    dict
+        ``(operation, status, refused) -> records``.
+    """
+    if not spans:
+        return {}
+    suffix = uuid.uuid4().hex
+    spans_table, outcome_table, marked = f"_cf_mark_spans_{suffix}", f"_cf_mark_outcomes_{suffix}", f"_cf_marked_{suffix}"
+    ordered = sorted(spans, key=lambda s: s.low)
+    con.register(spans_table, pa.table({
+        "low": pa.array([s.low for s in ordered], pa.int64()),
+        "high": pa.array([s.high for s in ordered], pa.int64()),
+        "batch_key": pa.array([s.batch_key for s in ordered], pa.string()),
+    }))
+    con.register(outcome_table, pa.table({
+        "record_key": pa.array(list(outcomes), pa.string()),
+        "status": pa.array([o.status for o in outcomes.values()], pa.string()),
+        "reason": pa.array([o.reason for o in outcomes.values()], pa.string()),
+        "refused": pa.array([o.refused for o in outcomes.values()], pa.bool_()),
+    }))
+    state, outbox = f"{STATE_SCHEMA}.sync_state", f"{STATE_SCHEMA}.sync_outbox"
+    try:
+        con.execute(
+            f"create temp table {marked} as select d.record_key, d.operation, d.record_hash, sp.batch_key, "
+            "o.status, o.reason, coalesce(o.refused, false) as refused, d.delivery, d.replayed, d.batch_order "
+            f"from (select * from ({positions_sql}) where send_seq between {ordered[0].low} and {max(s.high for s in ordered)}) d "
+            f"asof join {spans_table} sp on d.send_seq >= sp.low "
+            f"left join {outcome_table} o on o.record_key = d.record_key "
+            "where d.send_seq <= sp.high"
+        )
+        acked = f"select record_key from {marked} where status is null"
+        con.execute(f"delete from {state} where sync_id = ? and record_key in ({acked})", [sync_id])
+        con.execute(
+            f"insert into {state} (sync_id, sync_name, record_key, record_hash, record, sent_at, run_id) "
+            f"select ?, ?, m.record_key, m.record_hash, v.record, ?, ? from {marked} m "
+            f"join ({values_sql}) v on v.record_key = m.record_key where m.status is null and m.operation in ('add', 'change')",
+            [sync_id, sync_name, sent_at, run_id],
+        )
+        con.execute(
+            f"insert into {STATE_SCHEMA}.sync_records (sync_id, run_id, sync_name, record_key, operation, status, reason, "
+            "record_hash, batch_key, recorded_at, delivery, replayed) "
+            f"select ?, ?, ?, record_key, operation, coalesce(status, 'sent'), reason, record_hash, batch_key, ?, delivery, "
+            f"replayed from {marked}",
+            [sync_id, run_id, sync_name, sent_at],
+        )
+        con.execute(
+            f"delete from {STATE_SCHEMA}.sync_refused where sync_id = ? and record_key in (select record_key from {marked})",
+            [sync_id],
+        )
+        con.execute(
+            f"insert into {STATE_SCHEMA}.sync_refused (sync_id, sync_name, record_key, operation, record_hash, status, reason, "
+            f"run_id, refused_at) select ?, ?, record_key, operation, record_hash, status, reason, ?, ? from {marked} where refused",
+            [sync_id, sync_name, run_id, sent_at],
+        )
+        # Acknowledged: every outbox row of the record up to this batch is settled (the destination
+        # holds this version; a replayed batch leaves the record's later batches to be replayed).
+        # Not applied: only this batch's row, and (refused for good) the rows of the same operation
+        # and data, which the destination would refuse the same way.
+        con.execute(
+            f"delete from {outbox} o using {marked} m where o.sync_id = ? and o.record_key = m.record_key "
+            "and ((m.status is null and (m.batch_order is null or o.batch_order <= m.batch_order)) "
+            "or o.batch_key = m.batch_key "
+            "or (m.refused and o.operation = m.operation and o.record_hash = m.record_hash))",
+            [sync_id],
+        )
+        con.execute(
+            f"delete from {STATE_SCHEMA}.sync_outbox_batches b where b.sync_id = ? and not exists "
+            f"(select 1 from {outbox} o where o.sync_id = b.sync_id and o.batch_key = b.batch_key)",
+            [sync_id],
+        )
+        rows = con.execute(f"select operation, coalesce(status, 'sent'), refused, count(*) from {marked} group by all").fetchall()
+    finally:
+        con.execute(f"drop table if exists {marked}")
+        con.unregister(spans_table)
+        con.unregister(outcome_table)
+    return {(op, status, bool(refused)): int(n) for op, status, refused, n in rows}
 
 
 def _audience_filter(
@@ -807,39 +879,34 @@ def _audience_filter(
     return " ".join(joins), excluded
 
 
-def plan_sync(
-    con: duckdb.DuckDBPyConnection, spec: SyncSpec, *, full_resync: bool = False, replay: bool = True
-) -> SyncPlan:
-    """Compute the diff between the audience of ``spec.source_relation`` and what the sync last sent.
+@dataclass(frozen=True)
+class SourceQuery:
+    """SQL reading a sync's source: one row per record with its key and whether it is in the audience.
 
-    Parameters
+    Attributes
     ----------
-    con
-        A writable connection to the warehouse (the state schema is created if missing).
-    spec
-        The sync.
-    full_resync
-        Ignore what was sent and refused before: every audience record is an add. Records sent
-        before but gone from the audience are still removes (a mirror only deletes what it sent).
-    replay
-        Take the outbox into account (replayed and in-doubt records). Record destinations need it;
-        a snapshot destination, which receives the whole audience, does not.
+    select_sql
+        ``record_key, key_is_null, fields`` (a struct, fields sorted by name) and ``excluded``
+        (0 in the audience, 1 no consent, 2 suppressed).
+    null_example_sql
+        The key values of one row whose key is NULL (for the error message).
+    filters_audience
+        Whether the sync declares consent or suppression at all.
+    """
 
-    Returns
-    -------
-    SyncPlan
-        Counts, samples and batches; close it (or use ``with``) when done.
+    select_sql: str
+    null_example_sql: str
+    filters_audience: bool
+
+
+def source_query(con: duckdb.DuckDBPyConnection, spec: SyncSpec, fields: tuple[MappedField, ...]) -> SourceQuery:
+    """The query the plan reads the source with (see :class:`SourceQuery`).
 
     Raises
     ------
     SourceError
-        Missing relation or column (source, consent, suppression), or a primary key that is NULL or
-        not unique (names a bad key).
+        When a consent or suppression relation or column is missing.
     """
-    if not isinstance(spec, SyncSpec):
-        raise SyncSpecError(f"plan_sync needs a SyncSpec, got {type(spec).__name__}")
-    ensure_state_tables(con)
-    fields = resolve_fields(con, spec)
     source_types = _relation_columns(con, spec, spec.source_relation, spec.relation_parts, "source relation")
     audience = _audience_filter(con, spec, source_types)
     key_fields = [next(f for f in fields if f.column.lower() == c.lower()) for c in spec.primary_key]
@@ -860,18 +927,71 @@ def plan_sync(
     any_key_null = " or ".join(f"{col(f)} is null" for f in key_fields)
     key_values = "[" + ", ".join(f"cast({col(f)} as varchar)" for f in key_fields) + "]"
     joins, excluded = audience if audience else ("", "0")
+    return SourceQuery(
+        select_sql=(
+            f"select {key_expr} as record_key, ({any_key_null}) as key_is_null, {fields_expr} as fields, "
+            f"{excluded} as excluded from {relation_sql} r {joins}"
+        ),
+        null_example_sql=f"select {key_values} from {relation_sql} r where {any_key_null} limit 1",
+        filters_audience=audience is not None,
+    )
+
+
+def plan_sync(
+    con: duckdb.DuckDBPyConnection,
+    spec: SyncSpec,
+    *,
+    destination: Destination | None = None,
+    full_resync: bool = False,
+    replay: bool = True,
+) -> SyncPlan:
+    """Compute the diff between the audience of ``spec.source_relation`` and what the sync last sent.
+
+    Parameters
+    ----------
+    con
+        A writable connection to the warehouse (the state schema is created if missing).
+    spec
+        The sync.
+    destination
+        Where the sync ships: the state read is that of this sync *at this destination*
+        (:func:`~reverse_etl.state.sync_identity`). ``None`` plans against the state of a preview
+        that never ran (everything is an add).
+    full_resync
+        Ignore what was sent and refused before: every audience record is an add. Records sent
+        before but gone from the audience are still removes (a mirror only deletes what it sent).
+    replay
+        Take the outbox into account (in-doubt records: batches an earlier run left that could not
+        be replayed exactly). Record destinations need it; a snapshot destination, which receives
+        the whole audience, does not.
+
+    Returns
+    -------
+    SyncPlan
+        Counts, samples and batches; close it (or use ``with``) when done.
+
+    Raises
+    ------
+    SourceError
+        Missing relation or column (source, consent, suppression), or a primary key that is NULL or
+        not unique (names a bad key).
+    """
+    if not isinstance(spec, SyncSpec):
+        raise SyncSpecError(f"plan_sync needs a SyncSpec, got {type(spec).__name__}")
+    ensure_state_tables(con)
+    sync_id = sync_identity(spec.name, destination.location if destination is not None else None)
+    fields = resolve_fields(con, spec)
+    source = source_query(con, spec, fields)
 
     tables = _PlanTables.new()
     try:
         con.execute(
             f"create temp table {tables.source} as select record_key, key_is_null, md5(to_json(fields)) as record_hash, fields, "
-            f"excluded from (select {key_expr} as record_key, ({any_key_null}) as key_is_null, {fields_expr} as fields, "
-            f"{excluded} as excluded from {relation_sql} r {joins})"
+            f"excluded from ({source.select_sql})"
         )
-        null_example_sql = f"select {key_values} from {relation_sql} r where {any_key_null} limit 1"
-        _check_key(con, spec, tables.source, null_example_sql)
+        _check_key(con, spec, tables.source, source.null_example_sql)
         excluded_consent = excluded_suppressed = 0
-        if audience:
+        if source.filters_audience:
             for kind, n in con.execute(
                 f"select excluded, count(*) from {tables.source} where excluded <> 0 group by 1"
             ).fetchall():
@@ -889,34 +1009,33 @@ def plan_sync(
             con.execute(
                 f"""
                 create temp table {tables.outbox} as
-                with rows as (select * from {STATE_SCHEMA}.sync_outbox where sync_name = ?),
+                with rows as (select * from {STATE_SCHEMA}.sync_outbox where sync_id = ?),
                 latest as (
-                    select record_key, operation, record_hash, batch_key, batch_order, delivery from rows
+                    select record_key, operation, record_hash from rows
                     qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1
                 ),
                 puts as (
                     select record_key, record_hash as put_hash, record as put_record from rows where operation <> 'remove'
                     qualify row_number() over (partition by record_key order by batch_order desc, batch_key desc) = 1
                 )
-                select l.*, p.put_hash, p.put_record, min(l.record_key) over (partition by l.batch_key) as first_key
-                from latest l left join puts p using (record_key)
+                select l.*, p.put_hash, p.put_record from latest l left join puts p using (record_key)
                 """,
-                [spec.name],
+                [sync_id],
             )
             row = con.execute(
-                f"select coalesce(max(batch_order), 0) from {STATE_SCHEMA}.sync_outbox where sync_name = ?", [spec.name]
+                f"select coalesce(max(batch_order), 0) from {STATE_SCHEMA}.sync_outbox where sync_id = ?", [sync_id]
             ).fetchone()
             outbox_order_base = int(row[0]) if row else 0
         else:
             con.execute(
                 f"create temp table {tables.outbox} (record_key varchar, operation varchar, record_hash varchar, "
-                "batch_key varchar, batch_order bigint, delivery varchar, put_hash varchar, put_record json, first_key varchar)"
+                "put_hash varchar, put_record json)"
             )
         has_outbox = replay and bool(con.execute(f"select count(*) from {tables.outbox}").fetchone()[0])  # type: ignore[index]
 
         # A full resync sends refused records again: no refusal is read.
         has_refusals = not full_resync and bool(con.execute(
-            f"select count(*) from {STATE_SCHEMA}.sync_refused where sync_name = ?", [spec.name]
+            f"select count(*) from {STATE_SCHEMA}.sync_refused where sync_id = ?", [sync_id]
         ).fetchone()[0])  # type: ignore[index]
         ignore_state = "true" if full_resync else "false"
         mode_ops = ", ".join(quote_literal(op.value) for op in spec.sync_mode.operations)
@@ -935,10 +1054,9 @@ def plan_sync(
             full outer join state t on s.record_key = t.record_key
         """
         if has_outbox:
-            # See the module docstring. First the operation the record needs, given that its latest
-            # outbox row may or may not have been applied (``planned``); then the row is replayed if
-            # it is exactly that operation and data, else the record is sent anew (in doubt).
-            planned = f"""
+            # See the module docstring: the operation a record needs, given that its latest outbox
+            # row may or may not have been applied; such a record is sent anew, in doubt.
+            classified = f"""
                 select
                     coalesce(b.record_key, o.record_key) as record_key,
                     case
@@ -951,52 +1069,31 @@ def plan_sync(
                     end as operation,
                     case when b.base_op is null then o.put_hash else b.cur_hash end as record_hash,
                     b.base_op is null as prev_from_outbox,
-                    o.record_key is not null as has_outbox,
-                    o.operation as outbox_operation,
-                    o.record_hash as outbox_hash,
-                    o.batch_key as outbox_key,
-                    o.batch_order as outbox_order,
-                    o.first_key as outbox_first,
-                    o.delivery as outbox_delivery
+                    o.record_key is not null as in_doubt
                 from ({base}) b full outer join {tables.outbox} o on o.record_key = b.record_key
-            """
-            classified = f"""
-                select record_key,
-                    coalesce(has_outbox and outbox_operation = operation and outbox_hash = record_hash, false) as matched,
-                    has_outbox and not coalesce(outbox_operation = operation and outbox_hash = record_hash, false) as in_doubt,
-                    operation, record_hash, prev_from_outbox, outbox_key, outbox_order, outbox_first, outbox_delivery
-                from ({planned}) p
             """
         else:
             classified = f"""
-                select record_key, false as matched, false as in_doubt, base_op as operation, cur_hash as record_hash,
-                       false as prev_from_outbox, null::varchar as outbox_key, null::bigint as outbox_order,
-                       null::varchar as outbox_first, null::varchar as outbox_delivery
+                select record_key, base_op as operation, cur_hash as record_hash,
+                       false as prev_from_outbox, false as in_doubt
                 from ({base}) b
             """
         if has_refusals:
             flagged = f"""
                 select c.*,
-                    coalesce(not c.matched and r.operation = c.operation and r.record_hash = c.record_hash, false) as held
+                    coalesce(r.operation = c.operation and r.record_hash = c.record_hash, false) as held
                 from classified c
                 left join (select record_key, operation, record_hash from {STATE_SCHEMA}.sync_refused
-                           where sync_name = {quote_literal(spec.name)}) r on r.record_key = c.record_key
+                           where sync_id = {quote_literal(sync_id)}) r on r.record_key = c.record_key
                 where c.operation is not null
             """
         else:
             flagged = "select *, false as held from classified where operation is not null"
-        # Replays first, batch by batch in their original order (parts of a split batch share its
-        # order and are ordered by their first record), each batch's records together.
-        replay_order = (
-            "(matched and is_selected) desc, case when matched and is_selected then outbox_order end, "
-            "case when matched and is_selected then outbox_first end, "
-            "case when matched and is_selected then outbox_key end, "
-        ) if has_outbox else ""
         con.execute(
             f"""
             create temp table {tables.diff} as
             with state as (
-                select record_key, record_hash from {STATE_SCHEMA}.sync_state where sync_name = ?
+                select record_key, record_hash from {STATE_SCHEMA}.sync_state where sync_id = ?
             ),
             classified as ({classified}),
             flagged as ({flagged}),
@@ -1004,40 +1101,33 @@ def plan_sync(
                 select *, operation in ({mode_ops}) and not held as is_selected from flagged
             )
             select
-                record_key, operation, is_selected, held, matched and is_selected as replay, in_doubt, record_hash,
-                prev_from_outbox,
-                -- why the record is in its batch: kept through replays
-                case when matched and is_selected then coalesce(outbox_delivery, 'new')
-                     when in_doubt then 'in_doubt' else 'new' end as delivery,
-                case when matched and is_selected then outbox_key end as replay_key,
-                case when is_selected then row_number() over (
-                    partition by is_selected
-                    order by {replay_order}{rank}, record_key
-                ) end as send_seq
+                record_key, operation, is_selected, held, in_doubt, record_hash, prev_from_outbox,
+                case when in_doubt then 'in_doubt' else 'new' end as delivery,
+                case when is_selected then row_number() over (partition by is_selected order by {rank}, record_key) end as send_seq
             from selected
             """,
-            [spec.name],
+            [sync_id],
         )
         con.execute(
             f"create temp table {tables.previous} as "
             f"select t.record_key, t.record as previous_record from {STATE_SCHEMA}.sync_state t "
             f"join {tables.diff} d on d.record_key = t.record_key "
-            f"where t.sync_name = ? and d.operation in ('change', 'remove') and not d.prev_from_outbox "
+            f"where t.sync_id = ? and d.operation in ('change', 'remove') and not d.prev_from_outbox "
             f"union all select o.record_key, o.put_record from {tables.outbox} o join {tables.diff} d on d.record_key = o.record_key "
             "where d.prev_from_outbox",
-            [spec.name],
+            [sync_id],
         )
         counts = {
-            (op, bool(sel), bool(held), bool(rep), bool(doubt)): int(n)
-            for op, sel, held, rep, doubt, n in con.execute(
-                f"select operation, is_selected, held, replay, in_doubt, count(*) from {tables.diff} group by all"
+            (op, bool(sel), bool(held), bool(doubt)): int(n)
+            for op, sel, held, doubt, n in con.execute(
+                f"select operation, is_selected, held, in_doubt, count(*) from {tables.diff} group by all"
             ).fetchall()
         }
     except BaseException:
         tables.drop(con)
         raise
     return SyncPlan(
-        con, spec, tables, fields, counts, full_resync,
+        con, spec, tables, fields, counts, full_resync, sync_id=sync_id,
         excluded_consent=excluded_consent, excluded_suppressed=excluded_suppressed, outbox_order_base=outbox_order_base,
     )
 

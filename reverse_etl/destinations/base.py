@@ -105,7 +105,12 @@ class ChangeBatch:
     idempotency_key
         Identifies this batch's content for the destination's de-duplication (Amplitude's
         ``message_id``, an ``Idempotency-Key`` header). It stays the same when the batch is retried,
-        in the run or by a later run after a crash, so a receiver can drop a second delivery.
+        in the run or by a later run after a crash — and so does everything else in the batch, so a
+        destination that encodes only the batch (and its settings) sends the same bytes under the
+        same key, as receivers that follow "same key, same request" require.
+    created_at
+        When the batch was made: the start of the run that first planned it (UTC, no zone), kept by
+        replays. Use it, not the clock, for any time a request carries (a webhook's ``computed_time``).
     """
 
     operation: Operation
@@ -113,6 +118,7 @@ class ChangeBatch:
     keys: tuple[str, ...]
     records: pa.Table
     idempotency_key: str = ""
+    created_at: datetime | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -231,6 +237,9 @@ class Destination(abc.ABC):
     # Marketing destinations (e-mail, ads, CRM) send only users with marketing consent unless the
     # sync explicitly declares otherwise; files and tables do not require it.
     requires_consent: ClassVar[bool] = False
+    # True when a sync owns what is at ``location`` (a file, a table): two syncs there would
+    # overwrite each other, so the declarations refuse it. APIs that hold many audiences say False.
+    exclusive_location: ClassVar[bool] = False
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], *, sync_name: str, base_dir: Any) -> Destination:
@@ -257,7 +266,11 @@ class Destination(abc.ABC):
         """
 
     def settings(self) -> dict[str, Any]:
-        """Public view of this destination's settings (used by ``repr``); secrets are masked."""
+        """Public view of this destination's settings (used by ``repr``); secrets are masked.
+
+        Everything that shapes what is sent must be here: the engine replays a batch under its old
+        idempotency key only while these settings are unchanged.
+        """
         return {"location": self.location}
 
     def __repr__(self) -> str:

@@ -106,6 +106,7 @@ class FileSnapshotDestination(SnapshotDestination):
     """
 
     file_format: ClassVar[str] = "file"
+    exclusive_location: ClassVar[bool] = True
     # destinations.yml settings of a file destination (see :meth:`from_settings`).
     SETTINGS: ClassVar[tuple[str, ...]] = ("directory", "filename", "write_changes")
     DEFAULT_DIRECTORY: ClassVar[str] = "destinations"

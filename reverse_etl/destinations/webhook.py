@@ -195,8 +195,9 @@ class WebhookDestination(HttpRecordDestination):
         if not users:
             return BatchResult(rejected=rejected, skipped=skipped)
 
-        started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
-        computed_time = str(int(started.timestamp()))
+        # The batch's own time, not the run's: a replay after a crash must carry the same bytes.
+        made = batch.created_at or run.started_at
+        computed_time = str(int((made if made.tzinfo else made.replace(tzinfo=UTC)).timestamp()))
         key = batch_idempotency_key(run, batch)
         size = self.max_batch_size or DEFAULT_MAX_USERS
         count = (len(users) + size - 1) // size

@@ -12,7 +12,10 @@ implements authentication, payload validation and what a request commits. The ba
   *after* committing, and an answer held past the client's timeout *after* committing; silent drops
   of single records; a sliding-window rate limit (e.g. Braze's 3,000 requests / 3 s, scaled down);
 * **idempotency** like a well-behaved receiver: a second request with the key of a committed one is
-  answered with the first answer and commits nothing (:meth:`Emulator.dedupe_key`);
+  answered with the first answer and commits nothing (:meth:`Emulator.dedupe_key`); and, like
+  receivers that follow the HTTP ``Idempotency-Key`` draft or Stripe, a key seen before with another
+  body is refused with ``422`` and recorded in :attr:`Emulator.key_conflicts` ("same key, same
+  request": a sender must replay exactly what it first sent);
 * a thread-safe record of every request (:attr:`Emulator.requests`) and of every delivery
   (:attr:`Emulator.deliveries`: key, records, whether it was a replay), so a test can check that
   nothing was committed twice except under the same key.
@@ -21,6 +24,7 @@ implements authentication, payload validation and what a request commits. The ba
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import random
 import socket
@@ -192,6 +196,9 @@ class Emulator:
         Random faults (default: none).
     host, port
         Where to listen; port ``0`` picks a free one.
+    strict_idempotency
+        Refuse (``422``) a request whose idempotency key was seen before with another body, as
+        receivers that follow "same key, same request" do (default). ``False`` accepts it.
 
     Attributes
     ----------
@@ -199,12 +206,19 @@ class Emulator:
         Every request received, in order.
     deliveries
         Every committed batch and every replay of one.
+    key_conflicts
+        Keys that came again with a different body (each refused with 422 when strict).
     """
 
     name: ClassVar[str] = "emulator"
 
-    def __init__(self, *, faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0, strict_idempotency: bool = True
+    ) -> None:
         self.faults = faults or Faults()
+        self.strict_idempotency = strict_idempotency
+        self.key_conflicts: list[str] = []
+        self._bodies: dict[str, str] = {}
         self.host = host
         self.port = port
         self.lock = threading.RLock()
@@ -349,6 +363,24 @@ class Emulator:
             self.fault_log.append(kind)
             return kind
 
+    def _key_conflict(self, request: Request) -> Reply | None:
+        """The refusal of a key reused with another body (the first body seen under a key is the one)."""
+        key = self.dedupe_key(request)
+        if key is None:
+            return None
+        digest = hashlib.sha256(request.body).hexdigest()
+        with self.lock:
+            first = self._bodies.setdefault(key, digest)
+            if first == digest:
+                return None
+            self.key_conflicts.append(key)
+        if not self.strict_idempotency:
+            return None
+        return Reply(422, {
+            "error": "idempotency key reused with a different request body",
+            "detail": "a key names one request; send the same body under it, or use a new key",
+        })
+
     def _known_key(self, request: Request) -> bool:
         key = self.dedupe_key(request)
         with self.lock:
@@ -362,6 +394,9 @@ class Emulator:
         refused = self.authenticate(request)
         if refused is not None:
             return refused, 0.0
+        conflict = self._key_conflict(request)
+        if conflict is not None:
+            return conflict, 0.0
         fault = self._next_fault() if self.is_batch(request) else "ok"
         if fault == "server_error":
             status = self.faults.server_error_status

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from contract_helpers import SYNC, fast_config, make_batch, make_run, users
 
+from reverse_etl import BatchRejectedError
 from reverse_etl.destinations.webhook import WebhookDestination
 from reverse_etl.emulators.base import Faults
 from reverse_etl.emulators.webhook import WebhookEmulator
@@ -43,10 +44,25 @@ def test_a_repeated_message_id_is_answered_as_before_and_not_applied_again() -> 
     with WebhookEmulator(secret=SECRET) as receiver:
         dest = WebhookDestination(receiver.url, secret=SECRET, http=fast_config())
         dest.send_batch(make_run(), make_batch("add", users(2), key="m-1"))
-        # The same key with other content (a buggy sender): still a repeat for the receiver.
-        dest.send_batch(make_run(), make_batch("remove", users(2), key="m-1"))
+        dest.send_batch(make_run(), make_batch("add", users(2), key="m-1"))  # the same request again
         assert set(receiver.members(SYNC)) == {"u0000", "u0001"}
-        assert [d.replayed for d in receiver.deliveries] == [False, True]
+        assert [d.replayed for d in receiver.deliveries] == [False, True] and receiver.key_conflicts == []
+
+
+def test_a_key_reused_with_another_body_is_refused_like_stripe_and_the_idempotency_key_draft() -> None:
+    with WebhookEmulator(secret=SECRET) as receiver:
+        dest = WebhookDestination(receiver.url, secret=SECRET, http=fast_config())
+        dest.send_batch(make_run(), make_batch("add", users(2), key="m-1"))
+        with pytest.raises(BatchRejectedError, match="422.*idempotency key reused"):
+            dest.send_batch(make_run(), make_batch("add", users(1), key="m-1"))  # a smaller batch under the key
+        assert receiver.key_conflicts == ["message_id m-1"]
+        assert set(receiver.members(SYNC)) == {"u0000", "u0001"} and len(receiver.deliveries) == 1
+    with WebhookEmulator(secret=SECRET) as lenient:
+        lenient.strict_idempotency = False  # a receiver that only de-duplicates: the second body is dropped unseen
+        dest = WebhookDestination(lenient.url, secret=SECRET, http=fast_config())
+        dest.send_batch(make_run(), make_batch("add", users(2), key="m-1"))
+        dest.send_batch(make_run(), make_batch("remove", users(2), key="m-1"))
+        assert set(lenient.members(SYNC)) == {"u0000", "u0001"} and lenient.key_conflicts == ["message_id m-1"]
 
 
 def test_fault_settings_are_checked() -> None:

@@ -755,6 +755,13 @@ def check(out: Outcome, receiver: Any, warehouse: Path, *, poison: Iterable[str]
     violations += [f"(b) {v}" for v in dup[:20]]
     if len(dup) > 20:
         violations.append(f"(b) ... and {len(dup) - 20} more duplicate deliveries")
+    # (b) also: a key names one request. The receiver refuses a key that comes again with another body
+    # (the HTTP Idempotency-Key draft, Stripe): a replay must carry exactly the bytes first sent.
+    if receiver.key_conflicts:
+        violations.append(
+            f"(b) {len(receiver.key_conflicts)} request(s) reused an idempotency key with a different body, "
+            f"e.g. {receiver.key_conflicts[:3]}"
+        )
 
     # (d): every rejection / skip has its reason.
     if unexplained:

@@ -180,3 +180,32 @@ def test_every_sync_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(main, ["sync", *command, "--help"])
     assert result.exit_code == 0
     assert "Usage: main sync" in result.output or "Usage: cohortflow sync" in result.output
+
+
+def test_a_sync_name_appended_twice_to_one_file_is_refused_by_the_real_project(tmp_path: Path) -> None:
+    """The reported reproduction, through real dbt: its partial parse keeps one exposure; the loader refuses both."""
+    import json
+
+    from cohortflow.dbt_manifest import ensure_manifest
+    from cohortflow.warehouse import DBT_PROJECT_DIR
+    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    ensure_manifest(project, force=True)  # parsed once, as any working copy is
+    syncs = project / "models" / "syncs" / "file_syncs.yml"
+    lines_before = syncs.read_text().count("\n")
+    syncs.write_text(syncs.read_text() + (
+        f"\n  - name: {CART}\n"
+        "    type: application\n"
+        "    owner: {name: Someone else}\n"
+        "    depends_on: [ref('repeat_buyers_90d')]\n"
+        "    config: {meta: {sync: {destination: local_parquet, mode: upsert, primary_key: [user_id]}}}\n"
+    ))
+    manifest = json.loads(ensure_manifest(project, force=True).read_text())
+    # dbt's partial parse keeps one of the two silently (a full parse would refuse them).
+    assert sum(e["name"] == CART for e in manifest["exposures"].values()) == 1
+    with pytest.raises(DeclarationError) as info:
+        load_project_declarations(manifest, project / "destinations.yml", project_dir=project)
+    message = str(info.value)
+    assert f"{CART!r} is declared twice" in message and f"models/syncs/file_syncs.yml:{lines_before + 2}" in message

@@ -70,7 +70,7 @@ def test_only_consented_unsuppressed_users_are_sent(con: duckdb.DuckDBPyConnecti
     assert con.execute(
         "select rows_excluded_consent, rows_excluded_suppressed from cohortflow_syncs.sync_runs where run_id = ?", [result.run_id]
     ).fetchone() == (4, 1)
-    with plan_sync(con, spec()) as plan:
+    with plan_sync(con, spec(), destination=InMemoryDestination()) as plan:
         assert "0 to add" in plan.summary() and "4 excluded without consent, 1 suppressed" in plan.summary()
 
 
@@ -114,7 +114,7 @@ def test_a_missing_audience_relation_or_column_is_named(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, overrides: dict[str, object], message: str
 ) -> None:
     with pytest.raises(SourceError, match=message):
-        plan_sync(con, spec(**overrides))
+        plan_sync(con, spec(**overrides), destination=InMemoryDestination())
     api = InMemoryDestination()
     with pytest.raises(SourceError, match=message):
         run(con, spec(**overrides), api, tmp_path)
@@ -124,7 +124,7 @@ def test_a_missing_audience_relation_or_column_is_named(
 def test_identifiers_ship_under_the_kind_name(con: duckdb.DuckDBPyConnection) -> None:
     s = spec(consent_relation=None, suppress_relations=(), fields={"uid": "uid", "score": "score"},
              identifiers={"email": "contact_email", "phone": "mobile", "user_id": "uid"})
-    with plan_sync(con, s) as plan:
+    with plan_sync(con, s, destination=InMemoryDestination()) as plan:
         assert plan.field_names == ("uid", "score", "email", "phone", "user_id")
         first = next(plan.batches()).to_pylist()[0]
     assert first == {"uid": "u0", "score": 0, "email": "user0@example.com", "phone": "+81900", "user_id": "u0"}
@@ -132,7 +132,7 @@ def test_identifiers_ship_under_the_kind_name(con: duckdb.DuckDBPyConnection) ->
     # A field already shipping the column under the kind's name is not doubled.
     s = spec(consent_relation=None, suppress_relations=(), fields={"uid": "uid", "email": "contact_email"},
              identifiers={"email": "contact_email"})
-    with plan_sync(con, s) as plan:
+    with plan_sync(con, s, destination=InMemoryDestination()) as plan:
         assert plan.field_names == ("uid", "email")
 
 
@@ -140,9 +140,9 @@ def test_an_identifier_clashing_with_a_shipped_column_is_refused(con: duckdb.Duc
     con.execute("alter table c.vip add column email varchar")
     s = spec(consent_relation=None, suppress_relations=(), identifiers={"email": "contact_email"})  # fields=None ships 'email'
     with pytest.raises(SourceError, match=r"identifiers\['email'\] is column 'contact_email', but the field 'email' already ships column 'email'"):
-        plan_sync(con, s)
+        plan_sync(con, s, destination=InMemoryDestination())
     with pytest.raises(SourceError, match=r"identifiers\['phone'\] column 'cell' is not in 'c.vip'"):
-        plan_sync(con, spec(consent_relation=None, suppress_relations=(), identifiers={"phone": "cell"}))
+        plan_sync(con, spec(consent_relation=None, suppress_relations=(), identifiers={"phone": "cell"}), destination=InMemoryDestination())
 
 
 class AdAudience(InMemoryDestination):

@@ -1,7 +1,8 @@
 """Delivery to a record destination: idempotency keys, the outbox, splits, refusals and in-doubt records.
 
 A small in-process API (:class:`Api`) stands in for a partner: it de-duplicates on the idempotency key
-like a real receiver, and can refuse whole batches, answer per-record outcomes, or fail a call before
+like a real receiver, refuses a key reused with another body ("same key, same request", as the HTTP
+Idempotency-Key draft and Stripe do), and can refuse whole batches, answer per-record outcomes, or fail a call before
 or after applying it (the "timeout after the partner committed" case). The warehouse is a real DuckDB.
 """
 
@@ -75,10 +76,16 @@ class Api(InMemoryDestination):
         self.apply_then_fail = False
         self.calls = 0
         self.seen: list[tuple[str, str, str, str]] = []  # (idempotency key, operation, record key, email)
+        self.bodies: dict[str, tuple[object, ...]] = {}  # idempotency key -> the first request under it
+        self.conflicts: list[str] = []  # keys that came again with another request
 
     def send_batch(self, run: RunInfo, batch: ChangeBatch) -> BatchResult | None:
         self.calls += 1
         self.received.append((batch.idempotency_key, batch.operation, batch.keys))  # every call, refused or not
+        body = (batch.operation, batch.keys, batch.created_at, tuple(tuple(sorted(r.items())) for r in batch.to_pylist()))
+        if self.bodies.setdefault(batch.idempotency_key, body) != body:
+            self.conflicts.append(batch.idempotency_key)
+            raise BatchRejectedError("HTTP 422: idempotency key reused with a different body", reason="key reused", status=422)
         failing = self.calls == self.fail_at
         if failing and not self.apply_then_fail:
             raise TransientDestinationError("503 Service Unavailable after 3 attempts")
@@ -165,7 +172,7 @@ def test_a_batch_whose_acknowledgement_was_lost_is_resent_first_under_the_same_k
     assert second.status == "succeeded" and second.rows_replayed == 20 and second.rows_added == 20
     assert api.received[2][0] == lost_key  # re-sent first, under the same key...
     assert [k for k, _, _, _ in api.seen].count(lost_key) == 10  # ...so the partner applied it once
-    assert api.records == audience(con)
+    assert api.records == audience(con) and api.conflicts == []
     assert outbox(con) == []
     assert con.execute(
         "select distinct delivery, replayed from cohortflow_syncs.sync_records where batch_key = ?", [lost_key]
@@ -200,19 +207,30 @@ def test_the_key_a_destination_retries_with_is_the_outboxed_one(con: duckdb.Duck
     assert len(set(api.outboxed)) == 3
 
 
-def test_records_changed_since_a_lost_batch_are_not_replayed_but_sent_anew(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+def test_a_lost_batch_is_replayed_as_sent_and_what_changed_since_follows_under_a_new_key(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
     api = Api()
     api.fail_at, api.apply_then_fail = 2, True
     with pytest.raises(TransientDestinationError):
         sync(con, api, tmp_path, 0)
-    lost_key = api.received[1][0]
-    con.execute("update c.users set score = 1000 where user_id = 'u012'")
-    sync(con, api, tmp_path, 1)
+    lost_key, first_send = api.received[1][0], api.bodies[api.received[1][0]]
+    con.execute("update c.users set score = 1000 where user_id = 'u012'")  # changed...
+    con.execute("delete from c.users where user_id = 'u015'")  # ...and left, since the batch was sent
+    second = sync(con, api, tmp_path, 1)
     replay = api.received[2]
-    assert replay[0] == lost_key and "u012" not in replay[2] and len(replay[2]) == 9
-    fresh = [(key, keys) for key, op, keys in api.received[3:] if "u012" in keys]
-    assert len(fresh) == 1 and fresh[0][0] != lost_key
+    # The replay is the very request first sent under the key: all ten records, old values included.
+    assert replay[0] == lost_key and len(replay[2]) == 10 and api.conflicts == []
+    assert api.bodies[lost_key] == first_send
+    later = [(key, op, keys) for key, op, keys in api.received[3:] if {"u012", "u015"} & set(keys)]
+    assert [(op, keys) for _, op, keys in later] == [(Operation.REMOVE, ("u015",)), (Operation.CHANGE, ("u012",))]
+    assert all(key != lost_key for key, _, _ in later)
     assert api.records["u012"]["score"] == 1000 and api.records == audience(con)
+    assert second.rows_replayed == 20
+    assert con.execute(
+        "select operation, delivery, replayed from cohortflow_syncs.sync_records where run_id = ? and record_key = 'u012' "
+        "order by recorded_at, replayed desc", [second.run_id]
+    ).fetchall() == [("add", "new", True), ("change", "new", False)]
 
 
 def test_an_add_that_may_have_arrived_is_removed_when_the_record_leaves(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -240,14 +258,20 @@ def test_a_change_reverted_after_a_lost_batch_is_sent_back(con: duckdb.DuckDBPyC
     with pytest.raises(TransientDestinationError):
         sync(con, api, tmp_path, 1)
     assert api.records["u003"]["score"] == -1  # arrived, not acknowledged
+    lost_key = api.received[-1][0]
     con.execute("update c.users set score = 3 where user_id = 'u003'")  # back to what was acknowledged
-    with plan_sync(con, spec()) as plan:
-        assert (plan.changes, plan.in_doubt, plan.replayed) == (1, 1, 0)
+    with plan_sync(con, spec(), destination=InMemoryDestination()) as plan:  # a plan alone sees the record in doubt
+        assert (plan.changes, plan.in_doubt) == (1, 1)
     third = sync(con, api, tmp_path, 2)
-    assert api.records["u003"]["score"] == 3 and api.records == audience(con)
+    assert api.records["u003"]["score"] == 3 and api.records == audience(con) and api.conflicts == []
+    # The lost change goes again as it was (score -1, its key), then the change back under a new key.
+    assert [(key == lost_key, op, keys) for key, op, keys in api.received[-2:]] == [
+        (True, Operation.CHANGE, ("u003",)), (False, Operation.CHANGE, ("u003",))
+    ]
     assert con.execute(
-        "select operation, delivery, replayed from cohortflow_syncs.sync_records where run_id = ?", [third.run_id]
-    ).fetchall() == [("change", "in_doubt", False)]
+        "select operation, delivery, replayed from cohortflow_syncs.sync_records where run_id = ? order by replayed desc",
+        [third.run_id],
+    ).fetchall() == [("change", "new", True), ("change", "new", False)]
 
 
 def test_a_remove_that_may_have_arrived_is_undone_when_the_record_returns(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -329,16 +353,25 @@ def test_a_crash_between_split_parts_replays_each_part_under_its_own_key(con: du
     assert api.records == expected
 
 
-def test_a_replayed_batch_larger_than_todays_cap_is_cut_under_derived_keys(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+def test_a_batch_larger_than_todays_cap_is_not_replayed_but_sent_anew_in_doubt(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
     api = Api()
     api.fail_at = 1  # batch 1 fails before arriving; all three batches of 10 stay in the outbox
     with pytest.raises(TransientDestinationError):
         sync(con, api, tmp_path, 0)
-    capped = Api(max_batch_size=4)
+    old_keys = {key for key, _, _ in outbox(con)}
+    capped = Api(max_batch_size=4)  # the same destination, now taking 4 records a request
+    capped.bodies, capped.applied_keys = api.bodies, api.applied_keys
     result = sync(con, capped, tmp_path, 1)
-    assert result.rows_replayed == 30 and result.rows_added == 30
+    # The same bytes cannot go in requests of four: new keys, each record once, recorded as in doubt.
+    assert result.rows_replayed == 0 and result.rows_added == 30 and capped.conflicts == []
     assert max(len(keys) for _, _, keys in capped.received) <= 4
+    assert not old_keys & {key for key, _, _ in capped.received}
     assert capped.records == audience(con)
+    assert con.execute(
+        "select distinct delivery from cohortflow_syncs.sync_records where run_id = ?", [result.run_id]
+    ).fetchall() == [("in_doubt",)]
     assert outbox(con) == []
 
 
@@ -425,12 +458,18 @@ def test_dry_run_reports_the_replay_and_leaves_the_outbox(con: duckdb.DuckDBPyCo
     assert outbox(con) == rows and api.calls == 2
 
 
-def test_a_file_destination_settles_the_outbox(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+def test_another_destination_starts_from_nothing_and_leaves_the_first_ones_outbox(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
     api = Api()
     api.fail_at = 1
     with pytest.raises(TransientDestinationError):
         sync(con, api, tmp_path, 0)
-    assert outbox(con)
+    pending = outbox(con)
+    assert pending
+    # The state is what one destination holds for the sync: a file is another destination.
     result = sync(con, CsvFileDestination(tmp_path / "users.csv"), tmp_path, 1)
     assert result.rows_added == 30 and result.rows_replayed == 0
-    assert outbox(con) == []
+    assert outbox(con) == pending  # still the API's, replayed when the sync ships there again
+    back = sync(con, api, tmp_path, 2)
+    assert back.rows_replayed == 30 and api.records == audience(con) and outbox(con) == []

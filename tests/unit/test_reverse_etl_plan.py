@@ -54,7 +54,7 @@ def counts(plan) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]
 
 
 def test_first_plan_adds_the_whole_audience(con: duckdb.DuckDBPyConnection) -> None:
-    with plan_sync(con, spec()) as plan:
+    with plan_sync(con, spec(), destination=InMemoryDestination()) as plan:
         assert counts(plan) == (4, 0, 0, 0)
         batches = list(plan.batches())
     assert [b.operation for b in batches] == [Operation.ADD]
@@ -65,7 +65,7 @@ def test_first_plan_adds_the_whole_audience(con: duckdb.DuckDBPyConnection) -> N
 def test_diff_after_churn_counts_and_samples(con: duckdb.DuckDBPyConnection, tmp_path) -> None:  # type: ignore[no-untyped-def]
     sync(con, spec(), InMemoryDestination(), tmp_path)
     churn(con)
-    with plan_sync(con, spec()) as plan:
+    with plan_sync(con, spec(), destination=InMemoryDestination()) as plan:
         assert counts(plan) == (1, 1, 1, 2)
         assert plan.sample_keys(Operation.ADD) == ["u5"]
         assert plan.sample_keys("unchanged") == ["u3", "u4"]
@@ -90,7 +90,7 @@ def test_each_mode_sends_its_part_of_the_same_diff(
 ) -> None:
     sync(con, spec(), InMemoryDestination(), tmp_path)
     churn(con)
-    with plan_sync(con, spec(mode)) as plan:
+    with plan_sync(con, spec(mode), destination=InMemoryDestination()) as plan:
         assert counts(plan) == (1, 1, 1, 2)  # the diff does not depend on the mode
         got = {b.operation.value: list(b.keys) for b in plan.batches()}
         assert got == sent
@@ -102,14 +102,14 @@ def test_removes_are_sent_first_and_batches_hold_one_operation(con: duckdb.DuckD
     sync(con, spec(), InMemoryDestination(), tmp_path)
     con.execute("delete from cohorts.vip where user_id in ('u1', 'u2')")
     con.execute("insert into cohorts.vip select 'n' || i, 'n@x.io', i, 'JP' from range(5) t(i)")
-    with plan_sync(con, spec(batch_size=2)) as plan:
+    with plan_sync(con, spec(batch_size=2), destination=InMemoryDestination()) as plan:
         shape = [(b.operation.value, len(b), b.sequence) for b in plan.batches()]
     assert shape == [("remove", 2, 1), ("add", 2, 2), ("add", 2, 3), ("add", 1, 4)]
 
 
 def test_batches_are_cut_from_larger_reads_without_short_batches_in_between(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("insert into cohorts.vip select 'n' || i, 'n@x.io', i, 'JP' from range(7) t(i)")
-    with plan_sync(con, spec()) as plan:
+    with plan_sync(con, spec(), destination=InMemoryDestination()) as plan:
         batches = list(plan.batches(batch_size=2, fetch_size=5))
     assert [len(b) for b in batches] == [2, 2, 2, 2, 2, 1]
     assert [b.sequence for b in batches] == [1, 2, 3, 4, 5, 6]
@@ -120,9 +120,9 @@ def test_batches_are_cut_from_larger_reads_without_short_batches_in_between(con:
 def test_full_resync_resends_everything_but_still_removes(con: duckdb.DuckDBPyConnection, tmp_path) -> None:  # type: ignore[no-untyped-def]
     sync(con, spec(), InMemoryDestination(), tmp_path)
     con.execute("delete from cohorts.vip where user_id = 'u4'")
-    with plan_sync(con, spec(), full_resync=True) as plan:
+    with plan_sync(con, spec(), full_resync=True, destination=InMemoryDestination()) as plan:
         assert counts(plan) == (3, 0, 1, 0)
-    with plan_sync(con, spec()) as plan:
+    with plan_sync(con, spec(), destination=InMemoryDestination()) as plan:
         assert counts(plan) == (0, 0, 1, 3)
 
 
@@ -130,13 +130,13 @@ def test_only_mapped_fields_count_and_field_order_does_not(con: duckdb.DuckDBPyC
     mapped = spec(fields={"user_id": "user_id", "email": "email"})
     sync(con, mapped, InMemoryDestination(), tmp_path)
     con.execute("update cohorts.vip set country = 'US'")  # not shipped: not a change
-    with plan_sync(con, spec(fields={"email": "email", "user_id": "user_id"})) as plan:
+    with plan_sync(con, spec(fields={"email": "email", "user_id": "user_id"}), destination=InMemoryDestination()) as plan:
         assert counts(plan) == (0, 0, 0, 4)
     con.execute("update cohorts.vip set email = upper(email) where user_id = 'u3'")
-    with plan_sync(con, mapped) as plan:
+    with plan_sync(con, mapped, destination=InMemoryDestination()) as plan:
         assert counts(plan) == (0, 1, 0, 3)
     # Renaming a destination field changes what the destination receives: everything changes.
-    with plan_sync(con, spec(fields={"user_id": "user_id", "mail": "email"})) as plan:
+    with plan_sync(con, spec(fields={"user_id": "user_id", "mail": "email"}), destination=InMemoryDestination()) as plan:
         assert counts(plan) == (0, 4, 0, 0)
         assert plan.field_names == ("user_id", "mail")
 
@@ -145,13 +145,13 @@ def test_a_null_becoming_a_value_is_a_change(con: duckdb.DuckDBPyConnection, tmp
     con.execute("update cohorts.vip set email = null where user_id = 'u1'")
     sync(con, spec(), InMemoryDestination(), tmp_path)
     con.execute("update cohorts.vip set email = 'a@x.io' where user_id = 'u1'")
-    with plan_sync(con, spec()) as plan:
+    with plan_sync(con, spec(), destination=InMemoryDestination()) as plan:
         assert plan.sample_keys(Operation.CHANGE) == ["u1"]
 
 
 def test_syncs_of_one_model_keep_separate_state(con: duckdb.DuckDBPyConnection, tmp_path) -> None:  # type: ignore[no-untyped-def]
     sync(con, spec(), InMemoryDestination(), tmp_path)
-    with plan_sync(con, spec(name="vip_to_crm")) as plan:
+    with plan_sync(con, spec(name="vip_to_crm"), destination=InMemoryDestination()) as plan:
         assert counts(plan) == (4, 0, 0, 0)
 
 
@@ -161,7 +161,7 @@ def test_composite_key(con: duckdb.DuckDBPyConnection, tmp_path) -> None:  # typ
     sync(con, s, destination, tmp_path)
     assert '["JP","u1"]' in destination.records
     con.execute("update cohorts.vip set country = 'US' where user_id = 'u1'")  # a key change: remove + add
-    with plan_sync(con, s) as plan:
+    with plan_sync(con, s, destination=InMemoryDestination()) as plan:
         assert plan.sample_keys(Operation.REMOVE) == ['["JP","u1"]']
         assert plan.sample_keys(Operation.ADD) == ['["US","u1"]']
 
@@ -169,7 +169,7 @@ def test_composite_key(con: duckdb.DuckDBPyConnection, tmp_path) -> None:  # typ
 def test_duplicate_key_is_refused_naming_the_key(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("insert into cohorts.vip values ('u3', 'c2@x.io', 31, 'FR')")
     with pytest.raises(SourceError) as info:
-        plan_sync(con, spec())
+        plan_sync(con, spec(), destination=InMemoryDestination())
     message = str(info.value)
     assert "sync 'vip'" in message and "'cohorts.vip'" in message
     assert "not unique" in message and "'u3' (2 rows)" in message
@@ -178,30 +178,30 @@ def test_duplicate_key_is_refused_naming_the_key(con: duckdb.DuckDBPyConnection)
 def test_null_key_is_refused(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("insert into cohorts.vip values (null, 'z@x.io', 1, 'FR')")
     with pytest.raises(SourceError, match=r"sync 'vip': primary key \(user_id\) of 'cohorts.vip' is NULL in 1 row"):
-        plan_sync(con, spec())
+        plan_sync(con, spec(), destination=InMemoryDestination())
 
 
 def test_missing_relation_is_named_with_close_matches(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(SourceError, match=r"source relation 'cohorts.nope' does not exist"):
-        plan_sync(con, spec(source_relation="cohorts.nope"))
+        plan_sync(con, spec(source_relation="cohorts.nope"), destination=InMemoryDestination())
     # dbt-duckdb often prefixes schemas (main_cohorts); say where the table really is.
     with pytest.raises(SourceError, match=r"relations with that name: cohorts.vip"):
-        plan_sync(con, spec(source_relation="main_cohorts.vip"))
+        plan_sync(con, spec(source_relation="main_cohorts.vip"), destination=InMemoryDestination())
 
 
 def test_missing_column_names_field_and_column(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(SourceError, match=r"fields\['mail'\] column 'e_mail' is not in 'cohorts.vip'"):
-        plan_sync(con, spec(fields={"user_id": "user_id", "mail": "e_mail"}))
+        plan_sync(con, spec(fields={"user_id": "user_id", "mail": "e_mail"}), destination=InMemoryDestination())
     with pytest.raises(SourceError, match=r"primary_key column 'id' is not in"):
-        plan_sync(con, spec(primary_key=["id"]))
+        plan_sync(con, spec(primary_key=["id"]), destination=InMemoryDestination())
 
 
 def test_plan_leaves_no_temp_tables_behind(con: duckdb.DuckDBPyConnection) -> None:
-    with plan_sync(con, spec()):
+    with plan_sync(con, spec(), destination=InMemoryDestination()):
         pass
     left = con.execute("select count(*) from duckdb_tables() where temporary").fetchone()
     assert left == (0,)
     con.execute("insert into cohorts.vip values ('u3', 'c2@x.io', 31, 'FR')")
     with pytest.raises(SourceError):
-        plan_sync(con, spec())
+        plan_sync(con, spec(), destination=InMemoryDestination())
     assert con.execute("select count(*) from duckdb_tables() where temporary").fetchone() == (0,)
