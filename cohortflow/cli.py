@@ -68,8 +68,15 @@ def generate(users: int, days: int, seed: int, end: datetime | None, out: Path, 
               help="CSV column mapping, repeatable; FIELD=:value sets a constant (e.g. event_type=:purchase).")
 @click.option("--mapping", "mapping_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV column mapping as a YAML file.")
+# Default = cohortflow.ingest.reasons.DEFAULT_MAX_FIELD_BYTES, written out so that every command does
+# not import the ingest package (numpy, pyarrow) just to show it; a test keeps the two equal.
+@click.option("--max-field-bytes", "max_field_bytes", default=1024 * 1024, show_default=True,
+              type=click.IntRange(min=1), metavar="BYTES",
+              help="Size limit of one value (CSV cell, JSON line, event of a JSON document); "
+                   "a row with a larger one is rejected as field_too_large.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-def ingest(fmt: str, entity: str, mappings: tuple[str, ...], mapping_file: Path | None, paths: tuple[Path, ...]) -> None:
+def ingest(fmt: str, entity: str, mappings: tuple[str, ...], mapping_file: Path | None, max_field_bytes: int,
+           paths: tuple[Path, ...]) -> None:
     """Load files into the warehouse's raw tables (append-only, deduplicated, nothing dropped silently)."""
     from cohortflow import warehouse
     from cohortflow.ingest import IngestError, ingest_files, load_csv_mapping, parse_mapping_args
@@ -83,7 +90,8 @@ def ingest(fmt: str, entity: str, mappings: tuple[str, ...], mapping_file: Path 
         con = warehouse.connect()
         try:
             summary = ingest_files(
-                con, list(paths), fmt, entity=entity, mapping=mapping, progress=sys.stderr.isatty()
+                con, list(paths), fmt, entity=entity, mapping=mapping, progress=sys.stderr.isatty(),
+                max_field_bytes=max_field_bytes,
             )
         finally:
             con.close()

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import duckdb
 
+from cohortflow.ingest.csv_reader import CsvRecords, load_csv_records
 from cohortflow.ingest.mapping import TARGET_FIELDS, CsvMapping
-from cohortflow.ingest.sources import CsvRecords, load_csv_records
-from cohortflow.ingest.sql import (Check, blank_to_null, detail_of, failed_check, id_checks, ident, json_number, lit,
-                                   number_ok, reason_of, shown, time_checks, time_expr, ts_lit)
+from cohortflow.ingest.sources import DEFAULT_BLOCK_BYTES
+from cohortflow.ingest.sql import (FIELD_KINDS, Check, blank_to_null, detail_of, failed_check, field_checks, id_checks,
+                                   ident, integer_value, json_number, lit, reason_of, shown, strip_nul, time_checks,
+                                   time_expr, ts_lit)
 from cohortflow.ingest.stage import Counts, FileContext, create_stage, write_stage
 
-_NUMBER_PROPERTIES = ("price", "quantity", "revenue")
 _TRUE = ("true", "t", "1", "yes", "y")
 _FALSE = ("false", "f", "0", "no", "n")
 
@@ -88,7 +89,8 @@ def resolve_mapping(mapping: CsvMapping, entity: str, columns: tuple[str, ...]) 
     return _Resolved(fields=fields, properties=properties, missing=missing)
 
 
-def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext, mapping: CsvMapping | None) -> Counts:
+def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext, mapping: CsvMapping | None, *,
+               block_bytes: int = DEFAULT_BLOCK_BYTES) -> Counts:
     """Stage and write one CSV file as ``ctx.entity`` rows.
 
     Parameters
@@ -98,9 +100,11 @@ def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext, map
     path : Path
         The CSV (plain or gzip); first line is the header.
     ctx : FileContext
-        Format, entity, file, clock, temp-table prefix.
+        Format, entity, file, clock, temp-table prefix, field-size limit.
     mapping : CsvMapping or None
         Column mapping; ``None`` maps same-named columns and keeps the rest as properties.
+    block_bytes : int
+        Decompressed bytes read per block; bounds memory on very large files.
 
     Returns
     -------
@@ -109,7 +113,7 @@ def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext, map
     m = mapping or CsvMapping()
     if m.entity != ctx.entity:
         m = m.for_entity(ctx.entity)
-    recs = load_csv_records(con, path, ctx.prefix)
+    recs = load_csv_records(con, path, ctx.prefix, max_field_bytes=ctx.max_field_bytes, block_bytes=block_bytes)
     resolved = resolve_mapping(m, ctx.entity, recs.columns)
     stage = f"{ctx.prefix}_stage"
     sql, columns = _stage_sql(recs, resolved, m, ctx)
@@ -120,10 +124,12 @@ def ingest_csv(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext, map
 def _property_value(name: str, expr: str, m: CsvMapping) -> tuple[str, list[Check]]:
     """SQL for one property's JSON value (NULL when empty) and the checks its type needs."""
     v = blank_to_null(expr)
-    if name in _NUMBER_PROPERTIES:
-        return (f"case when {v} is not null then {json_number(v)} end",
-                [(f"{v} is not null and not {number_ok(v)}", "'invalid_number'",
-                  f"'{_sq(name)} ' || {shown(v)} || ' is not a number'")])
+    kind = FIELD_KINDS.get(name)
+    if kind == "number":
+        return f"case when {v} is not null then {json_number(v)} end", field_checks(name, v)
+    if kind == "id":
+        # item_id / order_id are keys downstream: a NUL rejects the row rather than being removed.
+        return f"case when {v} is not null then to_json({expr}) end", field_checks(name, expr)
     if is_boolean_name(name):
         return (f"case when lower({v}) in {_TRUE} then 'true' when lower({v}) in {_FALSE} then 'false' end",
                 [(f"{v} is not null and lower({v}) not in {_TRUE + _FALSE}", "'invalid_boolean'",
@@ -133,8 +139,14 @@ def _property_value(name: str, expr: str, m: CsvMapping) -> tuple[str, list[Chec
         return (f"case when {v} is not null then to_json(strftime({ts}, '%Y-%m-%dT%H:%M:%SZ')) end",
                 [(f"{v} is not null and {ts} is null", "'invalid_time'",
                   f"'{_sq(name)} ' || {shown(v)} || ' is not a time (epoch ms, ISO-8601 or the mapping''s time_format)'")])
-    # Plain strings land as written (the raw layer keeps '  Bruno@Example.COM '; cleaning is downstream).
-    return f"case when {v} is not null then to_json({expr}) end", []
+    # Plain strings land as written (the raw layer keeps '  Bruno@Example.COM '; cleaning is downstream),
+    # except NUL characters, which Postgres text cannot hold (docs/ingest.md).
+    return f"case when {v} is not null then to_json({strip_nul(expr)}) end", []
+
+
+def _raw(r: _Resolved, target: str) -> str:
+    """SQL: a target field's value as it is in the CSV (not trimmed), NULL when nothing maps to it."""
+    return r.fields.get(target, "null::varchar")
 
 
 def _sq(text: str) -> str:
@@ -181,20 +193,21 @@ def _stage_sql(recs: CsvRecords, r: _Resolved, m: CsvMapping, ctx: FileContext) 
         raw_time, event_time = time_of("event_time")
         session = f.get("session_id", null)
         checks += [
+            *[c for name in ("event_type", "user_id", "device_id", "insert_id") for c in field_checks(name, _raw(r, name))],
             (f"{f.get('event_type', null)} is null", "'missing_event_type'",
              "'event_type is missing or empty'" if "event_type" in f else
              lit(f"event_type: no column is mapped to it (columns: {', '.join(recs.columns)})")),
             *id_checks(user_id, device_id),
             *time_checks(raw_time, event_time, ctx.now, "event_time"),
-            (f"{session} is not null and try_cast({session} as bigint) is null", "'invalid_number'",
-             f"'session_id ' || {shown(session)} || ' is not an integer'"),
+            *field_checks("session_id", session),
         ]
         out = {"target": "'events'", "insert_id": f.get("insert_id", null), "user_id": user_id,
                "device_id": device_id, "event_type": f.get("event_type", null), "event_time": event_time,
-               "session_id": f"try_cast({session} as bigint)", "event_properties": _json_object_sql(prop_values)}
+               "session_id": integer_value(session), "event_properties": _json_object_sql(prop_values)}
     elif ctx.entity == "users":
         user_id = f.get("user_id", null)
         checks += [
+            *field_checks("user_id", _raw(r, "user_id")),
             (f"{user_id} is null", "'missing_user_id'", "'user_id is missing or empty'" if "user_id" in f else
              lit(f"user_id: no column is mapped to it (columns: {', '.join(recs.columns)})")),
             *id_checks(user_id, null)[1:2],
@@ -208,10 +221,10 @@ def _stage_sql(recs: CsvRecords, r: _Resolved, m: CsvMapping, ctx: FileContext) 
     else:
         item_id, price, stock = f.get("item_id", null), f.get("price", null), f.get("is_in_stock", null)
         checks += [
+            *field_checks("item_id", _raw(r, "item_id")),
             (f"{item_id} is null", "'missing_item_id'", "'item_id is missing or empty'" if "item_id" in f else
              lit(f"item_id: no column is mapped to it (columns: {', '.join(recs.columns)})")),
-            (f"{price} is not null and not {number_ok(price)}", "'invalid_number'",
-             f"'price ' || {shown(price)} || ' is not a number'"),
+            *field_checks("price", price),
             (f"{stock} is not null and lower({stock}) not in {_TRUE + _FALSE}", "'invalid_boolean'",
              f"'is_in_stock ' || {shown(stock)} || ' is not a boolean (true/false/1/0/yes/no)'"),
         ]
@@ -219,8 +232,8 @@ def _stage_sql(recs: CsvRecords, r: _Resolved, m: CsvMapping, ctx: FileContext) 
         if "updated_at" in f:
             raw_time, updated = time_of("updated_at")
             checks += time_checks(raw_time, updated, ctx.now, "updated_at")
-        out = {"target": "'items'", "item_id": item_id, "item_name": f.get("item_name", null),
-               "category": f.get("category", null), "price": f"try_cast({price} as double)",
+        out = {"target": "'items'", "item_id": item_id, "item_name": strip_nul(f.get("item_name", null)),
+               "category": strip_nul(f.get("category", null)), "price": f"try_cast({price} as double)",
                "is_in_stock": f"case when lower({stock}) in {_TRUE} then true when lower({stock}) in {_FALSE} then false end",
                "item_properties": _json_object_sql(prop_values), "updated_at": updated or ts_lit(ctx.now)}
     checks += prop_checks
@@ -238,7 +251,6 @@ def _stage_sql(recs: CsvRecords, r: _Resolved, m: CsvMapping, ctx: FileContext) 
                {outputs}
         from t
         union all by name
-        select source_row, payload, {lit(ctx.entity)} as target, 'malformed_row' as reason,
-               'CSV row does not fit the header: ' || detail as detail
-        from {recs.malformed}"""
+        select source_row, payload, {lit(ctx.entity)} as target, reason, detail
+        from {recs.rejected}"""
     return sql, ["source_row", "payload", "reason", "detail", *out]

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from cohortflow.ingest.mapping import ENTITIES, CsvMapping
+from cohortflow.ingest.reasons import DEFAULT_MAX_FIELD_BYTES
 from cohortflow.ingest.sources import DEFAULT_BLOCK_BYTES, sha256_of, temp_prefix
 from cohortflow.ingest.stage import Counts, FileContext
 from cohortflow.ingest.summary import FileResult, IngestError, IngestSummary
@@ -36,6 +37,7 @@ def ingest_files(
     now: datetime | None = None,
     progress: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
 ) -> IngestSummary:
     """Load source files into the raw tables of the warehouse.
 
@@ -59,7 +61,11 @@ def ingest_files(
     progress : bool
         Show a progress bar on stderr.
     block_bytes : int
-        Decompressed bytes processed per block for JSON lines (memory bound).
+        Decompressed bytes processed per block (memory bound).
+    max_field_bytes : int
+        Size limit of one value in UTF-8 bytes: a CSV cell, a JSON line, an event of a one-document
+        JSON file. A row holding a larger one is rejected ``field_too_large`` (its stored payload cut,
+        saying so); the rest of the file loads. Default 1 MiB.
 
     Returns
     -------
@@ -75,6 +81,8 @@ def ingest_files(
     """
     if fmt not in FORMATS:
         raise IngestError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if isinstance(max_field_bytes, bool) or not isinstance(max_field_bytes, int) or max_field_bytes < 1:
+        raise IngestError(f"max_field_bytes must be a positive number of bytes, not {max_field_bytes!r}")
     if entity not in ENTITIES:
         raise IngestError(f"unknown entity {entity!r}; expected one of {', '.join(ENTITIES)}")
     if mapping is not None and fmt != "csv":
@@ -101,12 +109,12 @@ def ingest_files(
 
         iterator = tqdm(files, desc=f"ingest {fmt}", unit="file")
     for path in iterator:
-        summary.files.append(_ingest_one(con, path, fmt, entity, mapping, clock, block_bytes))
+        summary.files.append(_ingest_one(con, path, fmt, entity, mapping, clock, block_bytes, max_field_bytes))
     return summary
 
 
 def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, entity: str,
-                mapping: CsvMapping | None, now: datetime, block_bytes: int) -> FileResult:
+                mapping: CsvMapping | None, now: datetime, block_bytes: int, max_field_bytes: int) -> FileResult:
     started = time.perf_counter()
     resolved = path.resolve()
     digest = sha256_of(resolved)
@@ -118,7 +126,8 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, entity: st
         result.skipped_as_already_ingested = True
         return result
 
-    ctx = FileContext(fmt=fmt, entity=entity, source_file=str(resolved), sha256=digest, now=now, prefix=temp_prefix())
+    ctx = FileContext(fmt=fmt, entity=entity, source_file=str(resolved), sha256=digest, now=now, prefix=temp_prefix(),
+                      max_field_bytes=max_field_bytes)
     con.begin()
     try:
         counts = _dispatch(con, resolved, ctx, mapping, block_bytes)
@@ -151,10 +160,10 @@ def _dispatch(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext, mapp
     if ctx.fmt == "csv":
         from cohortflow.ingest.csv_format import ingest_csv
 
-        return ingest_csv(con, path, ctx, mapping)
+        return ingest_csv(con, path, ctx, mapping, block_bytes=block_bytes)
     from cohortflow.ingest.online_retail import ingest_online_retail
 
-    return ingest_online_retail(con, path, ctx)
+    return ingest_online_retail(con, path, ctx, block_bytes=block_bytes)
 
 
 def _drop_temp_tables(con: duckdb.DuckDBPyConnection, prefix: str) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import duckdb
 
-from cohortflow.ingest.sources import load_csv_records
-from cohortflow.ingest.sql import (Check, blank_to_null, detail_of, failed_check, json_number, lit, local_to_utc,
-                                   number_ok, reason_of, shown, time_checks)
+from cohortflow.ingest.csv_reader import load_csv_records
+from cohortflow.ingest.sources import DEFAULT_BLOCK_BYTES
+from cohortflow.ingest.sql import (Check, blank_to_null, detail_of, failed_check, field_checks, json_number, lit,
+                                   local_to_utc, reason_of, strip_nul, time_checks)
 from cohortflow.ingest.stage import Counts, FileContext, create_stage, write_stage
 from cohortflow.warehouse import RAW_SCHEMA
 
@@ -29,7 +30,8 @@ SOURCE_TIMEZONE = "Europe/London"
 _TIME_FORMATS = "['%Y-%m-%d %H:%M:%S', '%Y-%m-%d %H:%M', '%m/%d/%Y %H:%M']"
 
 
-def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext) -> Counts:
+def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileContext, *,
+                         block_bytes: int = DEFAULT_BLOCK_BYTES) -> Counts:
     """Stage and write the Online Retail file: events, then customers and stock codes.
 
     Parameters
@@ -39,14 +41,17 @@ def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileCo
     path : Path
         ``online_retail.csv`` or ``.csv.gz``.
     ctx : FileContext
-        Format, file, clock, temp-table prefix.
+        Format, file, clock, temp-table prefix, field-size limit.
+    block_bytes : int
+        Decompressed bytes read per block; bounds memory on very large files.
 
     Returns
     -------
     Counts
-        Events as rows; ``users_loaded`` / ``items_loaded`` count the derived rows.
+        Events as rows (lines that are not CSV rows at all included, as rejections);
+        ``users_loaded`` / ``items_loaded`` count the derived rows.
     """
-    recs = load_csv_records(con, path, ctx.prefix)
+    recs = load_csv_records(con, path, ctx.prefix, max_field_bytes=ctx.max_field_bytes, block_bytes=block_bytes)
     missing = [c for c in COLUMNS if c not in recs.columns]
     parsed, stage = f"{ctx.prefix}_parsed", f"{ctx.prefix}_stage"
     col = {c: (f'"{c}"' if c in recs.columns else "null::varchar") for c in COLUMNS}
@@ -59,10 +64,16 @@ def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileCo
                        lit(f"column {missing[0]!r} is not in the file; Online Retail needs {', '.join(COLUMNS)} "
                            f"(found: {', '.join(recs.columns)})")))
     checks += [
+        # The same rules as every format, under this file's column names.
+        *field_checks("insert_id", col["InvoiceNo"], label="InvoiceNo"),
+        *field_checks("item_id", col["StockCode"], label="StockCode"),
+        *field_checks("user_id", col["CustomerID"], label="CustomerID"),
         (f"{stock} is null", "'missing_item_id'", "'StockCode is missing or empty'"),
         *time_checks(when, "event_time", ctx.now, "InvoiceDate"),
-        (f"not {number_ok(quantity)}", "'invalid_number'", f"'Quantity ' || {shown(quantity)} || ' is not a number'"),
-        (f"not {number_ok(price)}", "'invalid_number'", f"'UnitPrice ' || {shown(price)} || ' is not a number'"),
+        (f"{quantity} is null", "'invalid_number'", "'Quantity is missing'"),
+        *field_checks("quantity", quantity, label="Quantity"),
+        (f"{price} is null", "'invalid_number'", "'UnitPrice is missing'"),
+        *field_checks("price", price, label="UnitPrice"),
         # Last, so that guest lines still count for the item catalogue (they passed every other check).
         (f"{customer} is null", "'missing_customer_id'", "'CustomerID is empty (guest checkout)'"),
     ]
@@ -76,14 +87,17 @@ def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileCo
             from {recs.table}
         )
         select __source_row as source_row, {failed_check(checks)} as failed,
-               {invoice} as invoice_no, {stock} as stock_code, {blank_to_null(col['Description'])} as description,
+               {invoice} as invoice_no, {stock} as stock_code,
+               {strip_nul(blank_to_null(col['Description']))} as description,
                try_cast({quantity} as double) as quantity, try_cast({price} as double) as unit_price,
                -- CustomerID comes as a float string ('17850.0')
-               regexp_replace({customer}, '\\.0+$', '') as user_id, {blank_to_null(col['Country'])} as country,
+               regexp_replace({customer}, '\\.0+$', '') as user_id, {strip_nul(blank_to_null(col['Country']))} as country,
                event_time, line_in_invoice, {quantity} as quantity_text, {price} as price_text,
                {reason_of('failed', checks)} as reason, {detail_of('failed', checks)} as detail,
                {payload} as payload
         from t""")
+    # Lines that are not rows at all (broken quoting, wrong width, oversized values) are rejected
+    # events too: every line is accounted for.
     create_stage(con, stage, f"""
         select source_row, target, reason, detail,
                case when reason is not null then payload end as payload,
@@ -97,7 +111,9 @@ def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileCo
                     'quantity', {json_number('quantity_text')}::json, 'price', {json_number('price_text')}::json,
                     'revenue', round(quantity * unit_price, 2), 'order_id', invoice_no, 'invoice_no', invoice_no,
                     'country', country) end as event_properties
-        from (select *, 'events' as target from {parsed})""",
+        from (select *, 'events' as target from {parsed})
+        union all by name
+        select source_row, 'events' as target, reason, detail, payload from {recs.rejected}""",
                  ["source_row", "target", "reason", "detail", "payload", "insert_id", "user_id", "event_type",
                   "event_time", "event_properties"])
     counts = write_stage(con, stage, ctx)

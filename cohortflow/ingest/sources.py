@@ -1,8 +1,9 @@
-"""Reading source files: fingerprints, (gzipped) lines as Arrow, CSV records via DuckDB.
+"""Reading source files: fingerprints, (gzipped) content, lines as Arrow.
 
 Lines are cut in Python with numpy (exact 1-based line numbers, any byte content) and
 handed to DuckDB as an Arrow table without copying, so that all parsing and checking
-happens vectorised in SQL.
+happens vectorised in SQL. CSV records are built on these lines by
+:mod:`cohortflow.ingest.csv_reader`.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ import hashlib
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
-from cohortflow.ingest.sql import ident, lit
 from cohortflow.ingest.summary import IngestError
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: Dropped when it starts the (decompressed) content; see :func:`iter_bytes`.
+UTF8_BOM = b"\xef\xbb\xbf"
 #: Decompressed bytes handled per block. Bounds memory for multi-GB exports while
 #: keeping the per-block SQL overhead (one anti-join scan of raw.events) small.
 DEFAULT_BLOCK_BYTES = 256 * 1024 * 1024
@@ -47,11 +47,32 @@ def is_gzip(path: Path) -> bool:
 def iter_bytes(path: Path) -> Iterator[bytes]:
     """Yield the file's content, decompressed when gzipped (multi-member gzip included).
 
+    A UTF-8 byte-order mark at the very start of the content is dropped (Excel and some
+    Windows tools write one): it is not part of the first line, field name or JSON value.
+
     Raises
     ------
     IngestError
         Corrupt or truncated gzip data; the message names the file.
     """
+    head: bytes | None = b""
+    for chunk in _iter_raw_bytes(path):
+        if head is None:
+            yield chunk
+            continue
+        head += chunk
+        if len(head) < len(UTF8_BOM) and UTF8_BOM.startswith(head):
+            continue  # too short to tell yet (gzip may yield a few bytes at a time)
+        data = head[len(UTF8_BOM):] if head.startswith(UTF8_BOM) else head
+        head = None
+        if data:
+            yield data
+    if head:  # the whole content is shorter than a BOM
+        yield head
+
+
+def _iter_raw_bytes(path: Path) -> Iterator[bytes]:
+    """The file's bytes, decompressed when gzipped; see :func:`iter_bytes`."""
     gz = is_gzip(path)
     with path.open("rb") as f:
         if not gz:
@@ -116,22 +137,10 @@ def lines_table(block: bytes, first_line_no: int) -> pa.Table:
     """
     if not block:
         block = b"\n"  # one blank line: keeps the shapes below simple
+    block, offsets, bad = cut_lines(block)
     buf = np.frombuffer(block, dtype=np.uint8)
-    ends = np.flatnonzero(buf == 10) + 1
-    if len(ends) == 0 or ends[-1] != len(block):
-        ends = np.append(ends, len(block))
-    n = len(ends)
-    offsets = np.empty(n + 1, dtype=np.int64)
-    offsets[0] = 0
-    offsets[1:] = ends
-    starts = offsets[:-1]
-
-    bad: dict[int, str] = {}
-    try:
-        block.decode("utf-8")
-    except UnicodeDecodeError:
-        block, bad = _blank_invalid_utf8_lines(block, offsets)
-        buf = np.frombuffer(block, dtype=np.uint8)
+    n = len(offsets) - 1
+    starts, ends = offsets[:-1], offsets[1:]
 
     # Blank = only whitespace. A line starting with a non-whitespace byte is not blank, so
     # only the (rare) lines starting with whitespace are looked at one by one.
@@ -153,6 +162,36 @@ def lines_table(block: bytes, first_line_no: int) -> pa.Table:
         "blank": pa.array(blank),
         "bad_utf8": bad_col,
     })
+
+
+def cut_lines(block: bytes) -> tuple[bytes, np.ndarray, dict[int, str]]:
+    """Cut a non-empty block into physical lines (each keeps its newline; the last may lack one).
+
+    Parameters
+    ----------
+    block : bytes
+        Raw content, at least one byte.
+
+    Returns
+    -------
+    tuple[bytes, numpy.ndarray, dict[int, str]]
+        The block with every line that is not valid UTF-8 replaced by spaces (Arrow strings must
+        be valid UTF-8), the ``n + 1`` line offsets (line ``i`` is ``block[offsets[i]:offsets[i + 1]]``),
+        and ``{line index: the original line as escaped text}`` for the invalid lines.
+    """
+    buf = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10) + 1
+    if len(ends) == 0 or ends[-1] != len(block):
+        ends = np.append(ends, len(block))
+    offsets = np.empty(len(ends) + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends
+    bad: dict[int, str] = {}
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        block, bad = _blank_invalid_utf8_lines(block, offsets)
+    return block, offsets, bad
 
 
 def _blank_invalid_utf8_lines(block: bytes, offsets: np.ndarray) -> tuple[bytes, dict[int, str]]:
@@ -189,100 +228,10 @@ def read_all_text(path: Path) -> bytes:
     return b"".join(iter_bytes(path))
 
 
-@dataclass(frozen=True)
-class CsvRecords:
-    """A CSV loaded into a temp table: one VARCHAR column per header field plus ``__source_row``.
-
-    ``malformed`` is a temp table ``(source_row, detail, payload)`` of rows DuckDB could not split.
-    """
-
-    table: str
-    malformed: str
-    columns: tuple[str, ...]
-    delimiter: str = ","
-
-    def payload_sql(self, columns: tuple[str, ...] | None = None) -> str:
-        """SQL rebuilding a record's original CSV line from its values (DuckDB keeps no raw line).
-
-        Values are quoted only when they need it, as CSV writers do, so a normally written
-        line comes back byte for byte.
-        """
-        d = lit(self.delimiter)
-        parts = []
-        for c in columns or self.columns:
-            v = ident(c)
-            parts.append(f"case when {v} is null then '' when contains({v}, {d}) or contains({v}, '\"') "
-                         f"or contains({v}, chr(10)) or contains({v}, chr(13)) "
-                         f"then '\"' || replace({v}, '\"', '\"\"') || '\"' else {v} end")
-        return f"concat_ws({d}, {', '.join(parts)})"
-
-
-def load_csv_records(con: duckdb.DuckDBPyConnection, path: Path, prefix: str) -> CsvRecords:
-    """Read a CSV (plain or gzip) with DuckDB into temp tables; bad rows are kept, not fatal.
-
-    ``__source_row`` is the record's line number in the file (header = line 1); it equals the
-    physical line unless a quoted value spans several lines.
-
-    Raises
-    ------
-    IngestError
-        The file has no header / cannot be read as CSV at all.
-    """
-    table, rejects, scans = f"{prefix}_csv", f"{prefix}_csv_rejects", f"{prefix}_csv_scans"
-    malformed = f"{prefix}_csv_malformed"
-    compression = "gzip" if is_gzip(path) else "none"
-    if not any(chunk.strip() for chunk in _first_chunk(path)):
-        raise IngestError(f"{path}: file is empty (a CSV needs at least a header line)")
-    try:
-        # row_number() over () follows the file order: DuckDB keeps insertion order for
-        # CSV scans (preserve_insertion_order, the default), which the tests check.
-        con.execute(f"""
-            create temp table {table} as
-            select row_number() over () as __record, *
-            from read_csv({lit(str(path))}, all_varchar = true, header = true, compression = {lit(compression)},
-                          ignore_errors = true, store_rejects = true,
-                          rejects_table = {lit(rejects)}, rejects_scan = {lit(scans)},
-                          max_line_size = 16777216)""")
-    except duckdb.Error as exc:
-        raise IngestError(f"{path}: cannot be read as CSV: {_first_line(exc)}") from None
-    columns = tuple(r[0] for r in con.execute(f"describe {table}").fetchall() if r[0] != "__record")
-    sniffed = con.execute(f"select Delimiter from sniff_csv({lit(str(path))}, header = true, "
-                          f"compression = {lit(compression)}, ignore_errors = true)").fetchone()
-    con.execute(f"""
-        create temp table {malformed} as
-        select line as source_row,
-               string_agg(error_type || coalesce(': ' || error_message, ''), '; ') as detail,
-               first(coalesce(csv_line, '')) as payload
-        from {rejects} group by line""")
-    # Map the n-th good record to its line: after j rejected lines, good record r sits on line
-    # r + 1 (header) + j. The ASOF join finds, per good record, how many rejected lines precede it.
-    con.execute(f"""
-        create or replace temp table {table} as
-        with r as (select source_row, row_number() over (order by source_row) as j from {malformed}),
-             g as (select source_row - 1 - j as good_before, max(j) as j from r group by 1)
-        select t.__record + 1 + coalesce(g.j, 0) as __source_row, t.* exclude (__record)
-        from {table} t asof left join g on t.__record > g.good_before""")
-    con.execute(f"drop table if exists {rejects}; drop table if exists {scans}")
-    return CsvRecords(table=table, malformed=malformed, columns=columns,
-                      delimiter=sniffed[0] if sniffed and sniffed[0] else ",")
-
-
-def _first_chunk(path: Path) -> Iterator[bytes]:
-    """The first non-empty chunk of content (a gzip header alone decompresses to nothing)."""
-    for chunk in iter_bytes(path):
-        if chunk:
-            yield chunk
-            return
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def temp_prefix() -> str:
     """A unique prefix for this ingest's temp tables (several ingests may share a connection)."""
     return "ingest_" + uuid.uuid4().hex[:12]
 
 
-__all__ = ["CsvRecords", "DEFAULT_BLOCK_BYTES", "iter_line_blocks", "lines_table", "load_csv_records",
+__all__ = ["DEFAULT_BLOCK_BYTES", "UTF8_BOM", "cut_lines", "iter_bytes", "iter_line_blocks", "lines_table",
            "read_all_text", "sha256_of", "temp_prefix"]

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import duckdb
 
+from cohortflow.ingest.reasons import DEFAULT_MAX_FIELD_BYTES
 from cohortflow.ingest.sql import lit, ts_lit
 from cohortflow.warehouse import RAW_SCHEMA
 
@@ -53,6 +54,8 @@ class FileContext:
     sha256: str
     now: datetime
     prefix: str
+    #: A value (CSV cell, JSON line, event of a JSON document) above this many bytes is rejected.
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
 
 
 @dataclass
