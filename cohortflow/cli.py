@@ -74,9 +74,13 @@ def generate(users: int, days: int, seed: int, end: datetime | None, out: Path, 
               type=click.IntRange(min=1), metavar="BYTES",
               help="Size limit of one value (CSV cell, JSON line, event of a JSON document); "
                    "a row with a larger one is rejected as field_too_large.")
+@click.option("--tracking-plan", "tracking_plan_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="PATH",
+              help="Tracking plan to count unknown event types and properties against "
+                   "[default: dbt_project/models/staging/tracking_plan.yml].")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def ingest(fmt: str, entity: str, mappings: tuple[str, ...], mapping_file: Path | None, max_field_bytes: int,
-           paths: tuple[Path, ...]) -> None:
+           tracking_plan_path: Path | None, paths: tuple[Path, ...]) -> None:
     """Load files into the warehouse's raw tables (append-only, deduplicated, nothing dropped silently)."""
     from cohortflow import warehouse
     from cohortflow.ingest import IngestError, ingest_files, load_csv_mapping, parse_mapping_args
@@ -91,7 +95,7 @@ def ingest(fmt: str, entity: str, mappings: tuple[str, ...], mapping_file: Path 
         try:
             summary = ingest_files(
                 con, list(paths), fmt, entity=entity, mapping=mapping, progress=sys.stderr.isatty(),
-                max_field_bytes=max_field_bytes,
+                max_field_bytes=max_field_bytes, tracking_plan=tracking_plan_path,
             )
         finally:
             con.close()
@@ -145,6 +149,86 @@ def ui(host: str, port: int) -> None:
     from cohortflow.ui import exec_dagster_dev
 
     exec_dagster_dev(host=host, port=port)
+
+
+# --- cohortflow tracking-plan ... ------------------------------------------------------------------
+
+# Written out (= cohortflow.tracking_plan.DEFAULT_PLAN_FILE) so that --help does not import pydantic.
+DEFAULT_TRACKING_PLAN = PROJECT_ROOT / "dbt_project" / "models" / "staging" / "tracking_plan.yml"
+
+
+@main.group("tracking-plan")
+def tracking_plan() -> None:
+    """The tracking plan (event types and their properties) in dbt_project/models/staging/tracking_plan.yml.
+
+    Cohort and property macros check every event type and property they name against it; ingest counts
+    what it does not know. `draft` writes it from the events in the warehouse, `check` validates it.
+    """
+
+
+@tracking_plan.command("draft")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_TRACKING_PLAN,
+              show_default=True, help="The plan file to merge into and write (created when missing).")
+@click.option("--dry-run", "--print", "dry_run", is_flag=True,
+              help="Print the file's new text on stdout (the report on stderr) instead of writing it.")
+def tracking_plan_draft(output: Path, dry_run: bool) -> None:
+    """Draft the plan from raw.events: every event type and property with its count and JSON type(s).
+
+    Merges into the existing file: descriptions and types written by hand stay, new entries get
+    `drafted: true`, entries no longer in the warehouse are kept with `seen: 0`.
+    """
+    import duckdb
+
+    from cohortflow.tracking_plan import TrackingPlanError, draft_tracking_plan
+
+    path = warehouse_path()
+    if not path.exists():
+        _fail(f"warehouse {path} does not exist: ingest events first (`cohortflow ingest`, or `cohortflow demo`)")
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        if "lock" in str(exc).lower():
+            _fail(f"cannot read {path}: it is in use by another process (DuckDB allows one writer at a time: "
+                  f"a dbt run, an ingest, the Dagster UI?); try again when it has finished. ({str(exc).splitlines()[0]})")
+        _fail(f"cannot read {path}: {str(exc).splitlines()[0]}")
+    try:
+        con.execute("set enable_progress_bar = false")
+        has_events = con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'raw' and table_name = 'events'"
+        ).fetchone()[0]
+        if not has_events:
+            _fail(f"warehouse {path} has no raw.events: ingest events first (`cohortflow ingest`)")
+        draft = draft_tracking_plan(con, output)
+    except TrackingPlanError as exc:
+        _fail(f"{exc}\n(fix the plan file first: a draft must not lose what it holds)")
+    finally:
+        con.close()
+    if dry_run:
+        click.echo(draft.text, nl=False)
+        click.echo(draft.format_report(), err=True)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(draft.text, encoding="utf-8")
+    click.echo(draft.format_report())
+    click.echo(f"wrote {output}")
+
+
+@tracking_plan.command("check")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_TRACKING_PLAN,
+              show_default=True, help="The plan file.")
+def tracking_plan_check(plan_path: Path) -> None:
+    """Validate the plan file (keys, types); exit code 1 naming the file and the key when it is wrong."""
+    from cohortflow.tracking_plan import TrackingPlanError, load_tracking_plan
+
+    try:
+        plan = load_tracking_plan(plan_path)
+    except TrackingPlanError as exc:
+        _fail(str(exc))
+    n_properties = sum(len(e.properties) for e in plan.events.values())
+    drafted = [name for name, e in plan.events.items() if e.drafted] + [
+        f"{name}.{p}" for name, e in plan.events.items() for p, spec in e.properties.items() if spec.drafted]
+    click.echo(f"{plan_path}: {len(plan.events):,} event types, {n_properties:,} properties"
+               + (f"; still drafted (not described): {', '.join(drafted)}" if drafted else ""))
 
 
 # --- cohortflow sync ... ---------------------------------------------------------------------------

@@ -75,6 +75,17 @@ create table if not exists {RAW_SCHEMA}.rejected_events (
     ingested_at       timestamp not null
 );
 
+create table if not exists {RAW_SCHEMA}.untracked_events (
+    source_format     varchar   not null,
+    source_file       varchar   not null,
+    event_type        varchar   not null,
+    property          varchar,                        -- NULL: the event type is not in the tracking plan
+    events            bigint    not null,             -- loaded events of this file with that type / property
+    first_event_time  timestamp not null,
+    last_event_time   timestamp not null,
+    ingested_at       timestamp not null              -- one row per file x event type x property
+);
+
 create table if not exists {RAW_SCHEMA}.ingested_files (
     file_sha256       varchar   not null,
     source_format     varchar   not null,

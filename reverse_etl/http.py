@@ -57,6 +57,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
+import simplejson
 
 from reverse_etl.destinations.base import ChangeBatch, RecordDestination, RunInfo, Secret
 from reverse_etl.errors import BatchRejectedError, DestinationError, TransientDestinationError
@@ -614,7 +615,12 @@ class HttpSender:
 
 
 def json_default(value: Any) -> Any:
-    """JSON for the values a warehouse record can hold: times as ISO 8601 (UTC ``Z``), decimals as numbers."""
+    """JSON for the values a warehouse record can hold: times as ISO 8601 (UTC ``Z``), decimals as numbers.
+
+    :func:`encode_json` / :func:`dumps_json` write a ``Decimal`` themselves, digit for digit; the
+    ``Decimal`` branch here only serves a plain ``json.dumps(..., default=json_default)``, which can
+    only write a float (stdlib ``json`` has no way to write a number's own digits).
+    """
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
@@ -633,17 +639,52 @@ def json_default(value: Any) -> Any:
 
 
 def encode_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON (non-finite floats become ``null``: JSON has no NaN)."""
-    return json.dumps(_finite(payload), default=json_default, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON (non-finite floats become ``null``: JSON has no NaN).
+
+    Money is exact: a ``Decimal`` (what a warehouse ``decimal`` / ``numeric`` column gives) is written
+    as a JSON number with its own digits, without trailing zeros (``Decimal('0.300000')`` -> ``0.3``,
+    ``Decimal('20.000000')`` -> ``20``, 18 or 38 significant digits kept), never through a float.
+    """
+    return dumps_json(payload).encode("utf-8")
 
 
-def _finite(value: Any) -> Any:
+def dumps_json(payload: Any, *, ensure_ascii: bool = False) -> str:
+    """Compact JSON text, as :func:`encode_json` writes it (decimals exact, NaN / infinity as ``null``).
+
+    Python's ``json`` writes a float with ``float.__repr__`` and has no hook for a number's own text,
+    so a ``Decimal`` would have to become a float; ``simplejson`` (``use_decimal``) writes ``str()``
+    of it and is otherwise byte-for-byte what ``json.dumps`` writes for the same options.
+    """
+    return simplejson.dumps(
+        _json_ready(payload), default=json_default, ensure_ascii=ensure_ascii, separators=(",", ":"),
+        use_decimal=True, namedtuple_as_object=False,
+    )
+
+
+def exact_decimal(value: Decimal) -> int | Decimal | None:
+    """``value`` in its shortest exact form: an ``int`` when whole, else without trailing zeros; ``None``
+    when not finite. No arithmetic context is involved, so no digit is ever rounded away."""
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
+        return int(value)
+    sign, digits, exponent = value.as_tuple()
+    kept = list(digits)
+    while kept[-1] == 0:  # a non-whole value has a non-zero digit after the point: this stops there
+        kept.pop()
+        exponent += 1
+    return Decimal((sign, tuple(kept), exponent))
+
+
+def _json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, Decimal):
+        return exact_decimal(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
     return value
 
 

@@ -16,7 +16,7 @@ Parsing and checks run vectorised in DuckDB; each file is one transaction; bad r
 from cohortflow.ingest.loader import FORMATS, ingest_files
 from cohortflow.ingest.mapping import ENTITIES, TARGET_FIELDS, CsvMapping, load_csv_mapping, parse_mapping_args
 from cohortflow.ingest.reasons import REASONS
-from cohortflow.ingest.summary import FileResult, IngestError, IngestSummary
+from cohortflow.ingest.summary import FileResult, IngestError, IngestSummary, Untracked
 
 __all__ = [
     "ENTITIES",
@@ -27,6 +27,7 @@ __all__ = [
     "FileResult",
     "IngestError",
     "IngestSummary",
+    "Untracked",
     "ingest_files",
     "load_csv_mapping",
     "parse_mapping_args",

@@ -14,6 +14,8 @@ from cohortflow.ingest.reasons import DEFAULT_MAX_FIELD_BYTES
 from cohortflow.ingest.sources import DEFAULT_BLOCK_BYTES, sha256_of, temp_prefix
 from cohortflow.ingest.stage import Counts, FileContext
 from cohortflow.ingest.summary import FileResult, IngestError, IngestSummary
+from cohortflow.ingest.untracked import create_plan_table, write_untracked
+from cohortflow.tracking_plan import DEFAULT_PLAN_FILE, TrackingPlan, TrackingPlanError, load_tracking_plan
 from cohortflow.warehouse import RAW_SCHEMA, ensure_raw_tables
 
 FORMATS: tuple[str, ...] = ("amplitude", "amplitude-export", "csv", "online-retail")
@@ -38,6 +40,7 @@ def ingest_files(
     progress: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+    tracking_plan: str | Path | None = None,
 ) -> IngestSummary:
     """Load source files into the raw tables of the warehouse.
 
@@ -66,6 +69,12 @@ def ingest_files(
         Size limit of one value in UTF-8 bytes: a CSV cell, a JSON line, an event of a one-document
         JSON file. A row holding a larger one is rejected ``field_too_large`` (its stored payload cut,
         saying so); the rest of the file loads. Default 1 MiB.
+    tracking_plan : str, Path or None
+        The tracking plan file (a dbt properties file, see :mod:`cohortflow.tracking_plan`) that loaded
+        events are counted against; default: the project's ``dbt_project/models/staging/tracking_plan.yml``.
+        Events of unknown types and properties unknown for their type still load; they are counted
+        in the summary and in ``raw.untracked_events``. When there is no file there, the summary says
+        so once and nothing is counted.
 
     Returns
     -------
@@ -75,8 +84,8 @@ def ingest_files(
     Raises
     ------
     IngestError
-        Unknown format / entity, a missing path, a mapping that does not fit, or a file that
-        cannot be read at all. Files before the failing one stay committed; the failing file
+        Unknown format / entity, a missing path, a mapping that does not fit, a tracking plan file
+        that cannot be used (naming its key), or a file that cannot be read at all. Files before the failing one stay committed; the failing file
         leaves nothing behind. Bad rows never raise: they go to ``raw.rejected_events``.
     """
     if fmt not in FORMATS:
@@ -100,21 +109,34 @@ def ingest_files(
         if not p.is_file():
             raise IngestError(f"{p}: not a file")
     clock = _utc_naive(now or datetime.now(UTC))
+    plan_path = Path(tracking_plan) if tracking_plan is not None else DEFAULT_PLAN_FILE
+    plan: TrackingPlan | None = None
+    summary = IngestSummary(format=fmt, entity=entity)
+    if entity == "events":
+        if plan_path.exists():
+            try:
+                plan = load_tracking_plan(plan_path)
+            except TrackingPlanError as exc:
+                raise IngestError(str(exc)) from None
+            summary.tracking_plan = str(plan_path)
+        else:
+            summary.tracking_plan_note = (f"no tracking plan at {plan_path}: event types and properties are not "
+                                          f"counted against one (cohortflow tracking-plan draft writes it)")
 
     ensure_raw_tables(con)
-    summary = IngestSummary(format=fmt, entity=entity)
     iterator = files
     if progress:
         from tqdm import tqdm  # only when asked: keeps library import light
 
         iterator = tqdm(files, desc=f"ingest {fmt}", unit="file")
     for path in iterator:
-        summary.files.append(_ingest_one(con, path, fmt, entity, mapping, clock, block_bytes, max_field_bytes))
+        summary.files.append(_ingest_one(con, path, fmt, entity, mapping, clock, block_bytes, max_field_bytes, plan))
     return summary
 
 
 def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, entity: str,
-                mapping: CsvMapping | None, now: datetime, block_bytes: int, max_field_bytes: int) -> FileResult:
+                mapping: CsvMapping | None, now: datetime, block_bytes: int, max_field_bytes: int,
+                plan: TrackingPlan | None = None) -> FileResult:
     started = time.perf_counter()
     resolved = path.resolve()
     digest = sha256_of(resolved)
@@ -126,11 +148,15 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, entity: st
         result.skipped_as_already_ingested = True
         return result
 
-    ctx = FileContext(fmt=fmt, entity=entity, source_file=str(resolved), sha256=digest, now=now, prefix=temp_prefix(),
-                      max_field_bytes=max_field_bytes)
+    prefix = temp_prefix()
+    ctx = FileContext(fmt=fmt, entity=entity, source_file=str(resolved), sha256=digest, now=now, prefix=prefix,
+                      max_field_bytes=max_field_bytes, plan_table=f"{prefix}_plan" if plan is not None else None)
     con.begin()
     try:
+        if plan is not None:
+            create_plan_table(con, f"{prefix}_plan", plan)
         counts = _dispatch(con, resolved, ctx, mapping, block_bytes)
+        write_untracked(con, fmt, str(resolved), now, counts.untracked.rows())
         con.execute(f"insert into {RAW_SCHEMA}.ingested_files values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [digest, fmt, entity, str(resolved), counts.rows_read, counts.rows_loaded,
                      counts.rows_duplicate, counts.rows_rejected, now])
@@ -147,6 +173,8 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, entity: st
     result.rows_duplicate, result.rows_rejected = counts.rows_duplicate, counts.rows_rejected
     result.rejected_by_reason = dict(sorted(counts.rejected_by_reason.items()))
     result.users_loaded, result.items_loaded = counts.users_loaded, counts.items_loaded
+    result.untracked = counts.untracked.rows()
+    result.events_with_untracked_properties = counts.untracked.events_with_untracked_properties
     result.seconds = time.perf_counter() - started
     return result
 

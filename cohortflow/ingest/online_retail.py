@@ -109,7 +109,10 @@ def ingest_online_retail(con: duckdb.DuckDBPyConnection, path: Path, ctx: FileCo
                case when reason is null then json_object(
                     'item_id', stock_code, 'description', description,
                     'quantity', {json_number('quantity_text')}::json, 'price', {json_number('price_text')}::json,
-                    'revenue', round(quantity * unit_price, 2), 'order_id', invoice_no, 'invoice_no', invoice_no,
+                    -- Exact: the product of the two texts as decimals (0.001 x 3 = 0.003, not a rounded double).
+                    'revenue', cast(try_cast(quantity_text as decimal(18, 6)) * try_cast(price_text as decimal(18, 6))
+                                    as decimal(18, 6)),
+                    'order_id', invoice_no, 'invoice_no', invoice_no,
                     'country', country) end as event_properties
         from (select *, 'events' as target from {parsed})
         union all by name

@@ -17,6 +17,7 @@ import duckdb
 
 from cohortflow.ingest.reasons import DEFAULT_MAX_FIELD_BYTES
 from cohortflow.ingest.sql import lit, ts_lit
+from cohortflow.ingest.untracked import UntrackedCounts, count_untracked
 from cohortflow.warehouse import RAW_SCHEMA
 
 #: Stage column -> SQL type. Readers select any subset; the rest are NULL.
@@ -56,6 +57,8 @@ class FileContext:
     prefix: str
     #: A value (CSV cell, JSON line, event of a JSON document) above this many bytes is rejected.
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+    #: Temp table of the tracking plan's (event_type, property) pairs; ``None``: no plan, count nothing.
+    plan_table: str | None = None
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Counts:
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     users_loaded: int = 0
     items_loaded: int = 0
+    untracked: UntrackedCounts = field(default_factory=UntrackedCounts)
 
     @property
     def rows_rejected(self) -> int:
@@ -82,6 +86,7 @@ class Counts:
         self.rejected_by_reason.update(other.rejected_by_reason)
         self.users_loaded += other.users_loaded
         self.items_loaded += other.items_loaded
+        self.untracked.add(other.untracked)
 
 
 def create_stage(con: duckdb.DuckDBPyConnection, name: str, select_sql: str, provided: Iterable[str]) -> None:
@@ -125,7 +130,7 @@ def write_stage(con: duckdb.DuckDBPyConnection, stage: str, ctx: FileContext) ->
         repeats = f"{ctx.prefix}_repeats"
         con.execute(f"""
             create or replace temp table {repeats} as
-            select {event_id} as event_id, min(source_row) as first_row from {stage}
+            select {event_id} as event_id, min(source_row) as first_row, count(*) as n from {stage}
             where reason is null and target = 'events' group by 1 having count(*) > 1""")
         inserted = con.execute(f"""
             insert into {RAW_SCHEMA}.events
@@ -136,6 +141,20 @@ def write_stage(con: duckdb.DuckDBPyConnection, stage: str, ctx: FileContext) ->
             left join {repeats} r on r.event_id = c.event_id
             where (r.first_row is null or c.source_row = r.first_row)
               and not exists (select 1 from {RAW_SCHEMA}.events e where e.event_id = c.event_id)""").fetchone()[0]
+        if ctx.plan_table is not None and inserted:
+            # The rows just inserted: the stage's first occurrences, less (only when some event_id was
+            # already in raw.events) those that were not inserted by this block.
+            loaded = f"""
+                select c.source_row, c.event_type, c.event_time, c.event_properties
+                from (select *, {event_id} as event_id from {stage} where reason is null and target = 'events') c
+                left join {repeats} r on r.event_id = c.event_id
+                where (r.first_row is null or c.source_row = r.first_row)"""
+            repeated_here = con.execute(f"select coalesce(sum(n - 1), 0) from {repeats}").fetchone()[0]
+            if inserted < n_candidates - repeated_here:
+                loaded += f"""
+                  and exists (select 1 from {RAW_SCHEMA}.events e where e.event_id = c.event_id
+                              and e.source_file = {src} and e.ingested_at = {now} and e.source_row = c.source_row)"""
+            counts.untracked = count_untracked(con, loaded, ctx.plan_table)
         con.execute(f"drop table {repeats}")
         counts.rows_loaded += inserted
         counts.rows_duplicate += n_candidates - inserted

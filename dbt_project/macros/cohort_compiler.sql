@@ -45,6 +45,8 @@
     {%- endif -%}
   {%- endfor -%}
   {%- do config(meta={'cohort_definition': {'andClauses': clauses}}) -%}
+  {#- Every event type and property named must be in the tracking plan (tracking_plan.sql; compile time only). -#}
+  {%- do tracking_plan_check_cohort(clauses) -%}
 
   {%- set ctx = {'events': events, 'users': users, 'attributes': attributes, 'properties': properties} -%}
   {%- set positive = clauses | rejectattr('negated') | list -%}
@@ -283,7 +285,7 @@ where true
         user_id,
         {{ final }} as measure_value,
         {%- if needs_running %}
-        min(event_at) filter (where running_value {{ c.operator }} {{ c.value }}) as reached_at,
+        min(event_at) filter (where running_value {{ c.operator }} {{ sql_literal(c.value) }}) as reached_at,
         {%- elif m.kind in ('distinct', 'total') %}
         min(event_at) filter (where measure_input is not null) as reached_at,
         {%- else %}
@@ -303,11 +305,11 @@ where true
         {{ cohortflow_window_start_sql(c.within, 'cohort_users.first_seen_at') }} as matched_at
     from cohort_users
     left join {{ name }}_per_user as per_user on per_user.user_id = cohort_users.user_id
-    where coalesce(per_user.measure_value, 0) {{ c.operator }} {{ c.value }}
+    where coalesce(per_user.measure_value, 0) {{ c.operator }} {{ sql_literal(c.value) }}
   {%- else %}
     select user_id, coalesce(reached_at, last_event_at) as matched_at
     from {{ name }}_per_user
-    where measure_value {{ c.operator }} {{ c.value }}
+    where measure_value {{ c.operator }} {{ sql_literal(c.value) }}
   {%- endif %}
 )
   {%- endif -%}
@@ -437,14 +439,16 @@ where true
 
 {#-
   SQL boolean: `column` <operator> value. `is_text`: the column holds text (a JSON attribute), so
-  numbers are compared after a cast and booleans by their spelling; otherwise the column is typed.
+  numbers are compared as exact decimals (cohortflow_try_cast(..., 'decimal'): text that is not a
+  number is NULL and never matches) and booleans by their spelling; otherwise the column is typed.
+  Number literals are exact (sql_literal), so a money column of user_properties compares exactly.
 -#}
 {% macro cohortflow_value_predicate_sql(column, operator, value, is_text, label) -%}
   {%- set values = value if operator in ('in', 'not_in') else [value] -%}
   {%- set numeric = values | length > 0 and (values | select('number') | list | length == values | length)
                     and not (values | select('sameas', true) | list) and not (values | select('sameas', false) | list) -%}
   {%- set boolean = value is sameas true or value is sameas false -%}
-  {%- set expression = ('cast(' ~ column ~ ' as double precision)') if (is_text and numeric) else column -%}
+  {%- set expression = cohortflow_try_cast(column, 'decimal') if (is_text and numeric) else column -%}
   {%- if operator == 'is_null' -%}{{ column }} is null
   {%- elif operator == 'is_not_null' -%}{{ column }} is not null
   {%- elif boolean and is_text -%}

@@ -27,7 +27,8 @@
     negate(condition or any_of)                              NOT
 
   Every argument is checked here, at parse time; a wrong one stops dbt with
-  "<model>: <argument>: <message>" (cohortflow_fail).
+  "<model>: <argument>: <message>" (cohortflow_fail). Event types and properties are checked against the
+  tracking plan when the cohort compiles (cohort() -> tracking_plan_check_cohort, tracking_plan.sql).
 -#}
 
 {#- ------------------------------------------------------------------ measures -------------------- -#}
@@ -39,6 +40,11 @@
 
 {% macro total(property) -%}
   {%- do cohortflow_check_property_name(property, 'total(property)') -%}
+  {%- if property == 'event_at' -%}
+    {{- cohortflow_fail('total(property)', "event_at is a timestamp; total needs a number") -}}
+  {%- elif tracking_plan_builtin_properties().get(property) == 'string' -%}
+    {{- cohortflow_fail('total(property)', property ~ " is text; total needs a number") -}}
+  {%- endif -%}
   {{- return({'kind': 'total', 'property': property}) -}}
 {%- endmacro %}
 
@@ -96,6 +102,7 @@
     {%- if measure.kind != 'total' and value < 0 -%}
       {{- cohortflow_fail(label ~ " value", (value | string) ~ " is negative; a " ~ measure.kind ~ " never is") -}}
     {%- endif -%}
+    {%- do cohortflow_check_number(value, label ~ " value") -%}
   {%- endif -%}
   {{- return({'type': 'performed', 'negated': false, 'events': events,
               'where': cohortflow_check_predicates(where, label ~ " where"),
@@ -287,6 +294,9 @@
   {%- if operator not in ('is_null', 'is_not_null') and value is none -%}
     {{- cohortflow_fail(label ~ " value", "operator " ~ operator ~ " needs a value") -}}
   {%- endif -%}
+  {%- for v in (value if operator in ('in', 'not_in') else [value]) -%}
+    {%- do cohortflow_check_number(v, label ~ " value") -%}
+  {%- endfor -%}
   {{- return({'operator': operator, 'value': value}) -}}
 {%- endmacro %}
 

@@ -18,9 +18,10 @@
     -- two counts because a distinct over coalesce(order_id, event_id) costs ~2x the CPU on 10M rows.
     count(distinct order_id) filter (where event_type = 'purchase')
         + count(*) filter (where event_type = 'purchase' and order_id is null) as order_count,
-    coalesce(sum(revenue) filter (where event_type = 'purchase'), 0) as purchase_revenue,
+    -- Exact sums (macros/money.sql): adding days in any order gives the same total.
+    cast(coalesce(sum(revenue) filter (where event_type = 'purchase'), 0) as {{ cohortflow_money_sum_type() }}) as purchase_revenue,
     -- A cancellation always lowers revenue, whatever sign its source used.
-    coalesce(sum(-abs(revenue)) filter (where event_type = 'cancel_purchase'), 0) as cancelled_revenue,
+    cast(coalesce(sum(-abs(revenue)) filter (where event_type = 'cancel_purchase'), 0) as {{ cohortflow_money_sum_type() }}) as cancelled_revenue,
     min(event_at) as first_event_at,
     max(event_at) as last_event_at
 {%- endmacro %}

@@ -27,10 +27,13 @@
     - Users without a matching event get 0 for event_count, unique_count and sum, NULL otherwise.
     - Ties: first / last value by (event_at, event_id); most_frequent by count, then the alphabetically
       first value; unique_list is sorted and ','-joined ('books,shoes').
-    - Types: counts bigint, aggregates double precision, everything else varchar (numbers written by
-      `property_value_text`, so DuckDB and Postgres write the same text).
+    - Types: counts bigint, aggregates cohortflow_money_sum_type() (exact decimal(38, 6); avg is the
+      exact sum / count rounded half away from zero to 6 decimal places), everything else varchar
+      (numbers written by `property_value_text`, so DuckDB and Postgres write the same text). The
+      built-in event_at (when the event happened) gives a timestamp for min / max / first / last value.
 
-  Wrong arguments fail at compile time naming the model and the argument (cohortflow_fail).
+  Wrong arguments fail at compile time naming the model and the argument (cohortflow_fail). Every event
+  type and property must be in the tracking plan (tracking_plan.sql), checked when the model compiles.
 -#}
 
 {% macro property_kinds() -%}
@@ -94,8 +97,11 @@
   {%- if property is string and "'" in property -%}
     {{- cohortflow_fail(label ~ ' property', "a property name cannot contain a quote: " ~ property) -}}
   {%- endif -%}
-  {%- if kind == 'aggregate' and property in ('item_id', 'category', 'order_id') -%}
+  {%- if kind == 'aggregate' and tracking_plan_builtin_properties().get(property) == 'string' -%}
     {{- cohortflow_fail(label ~ ' property', property ~ " is text; " ~ function ~ " needs a numeric property") -}}
+  {%- endif -%}
+  {%- if kind == 'aggregate' and property == 'event_at' and function not in ('min', 'max') -%}
+    {{- cohortflow_fail(label ~ ' property', "event_at is a timestamp; " ~ function ~ " needs a number (min / max give the earliest / latest time)") -}}
   {%- endif -%}
 
   {%- if event is none or (event is string and event | length == 0) -%}
@@ -135,7 +141,8 @@
 {#- The SQL type of a property's column. -#}
 {% macro property_data_type(p) -%}
   {%- if p.kind in ('event_count', 'unique_count') -%}{{ return('bigint') }}
-  {%- elif p.kind == 'aggregate' -%}{{ return('double precision') }}
+  {%- elif p.kind in ('aggregate', 'first_value', 'last_value') and p.property == 'event_at' -%}{{ return('timestamp') }}
+  {%- elif p.kind == 'aggregate' -%}{{ return(cohortflow_money_sum_type()) }}
   {%- else -%}{{ return('varchar') }}
   {%- endif -%}
 {%- endmacro %}
@@ -148,8 +155,10 @@
 
 
 {#-
-  A value as text that DuckDB and Postgres write alike. Doubles go through a fixed 6-decimal numeric and
-  lose trailing zeros ('80', '31.25', '-7.5', '0'): a bare cast writes 80.0 on DuckDB and 80 on Postgres.
+  A value as text that DuckDB and Postgres write alike. Numbers go through decimal(38, 6) (exact for the
+  money types, macros/money.sql; a double is rounded to 6 decimals) and lose trailing zeros ('80',
+  '31.25', '-7.5', '0', '0.3'): a bare cast writes 80.0 on DuckDB and 80 on Postgres for a double, and
+  80.000000 for a decimal(18, 6).
   Timestamps are 'YYYY-MM-DD HH:MM:SS[.ffffff]', booleans 'true' / 'false' on both.
 -#}
 {% macro property_value_text(expression, data_type) -%}
@@ -164,10 +173,16 @@
 
 {#- SQL for the property's value on one event: the raw expression (numeric for aggregates). -#}
 {% macro property_value_sql(p) -%}
-  {%- if p.kind == 'aggregate' -%}
+  {%- if p.property == 'event_at' and p.kind in ('aggregate', 'first_value', 'last_value') -%}
+    {#- the time itself: min / max / first / last of event_at are timestamps (property_data_type) -#}
+    {{- event_property_sql(p.property) -}}
+  {%- elif p.kind == 'aggregate' -%}
     {{- event_property_sql(p.property, numeric=true) -}}
   {%- elif p.property in property_numeric_columns() -%}
-    {{- property_value_text(p.property, 'double precision') -}}
+    {{- property_value_text(p.property, cohortflow_money_type()) -}}
+  {%- elif p.property in ('event_at', 'session_id') -%}
+    {#- typed, not text: as text for most_frequent / unique_list (string_agg needs text on Postgres) -#}
+    {{- property_value_text(p.property, 'timestamp' if p.property == 'event_at' else 'bigint') -}}
   {%- else -%}
     {{- event_property_sql(p.property) -}}
   {%- endif -%}
@@ -239,6 +254,8 @@
       {{- cohortflow_fail('computed_properties(properties)', "property '" ~ p.name ~ "' is defined twice (or is user_id)") -}}
     {%- endif -%}
     {%- do names.append(p.name) -%}
+    {#- Its event types and properties must be in the tracking plan (tracking_plan.sql; compile time only). -#}
+    {%- do tracking_plan_check_property_declaration(p) -%}
   {%- endfor -%}
 
   {#- First / last value are aggregates too (arg_min / arg_max). Distinct counts get their own distinct
@@ -271,6 +288,12 @@ grouped_properties as (
         {{ cohortflow_arg_min(property_value_sql(p), '(event_at, event_id)', property_condition_sql(p)) }}
         {%- elif p.kind == 'last_value' -%}
         {{ cohortflow_arg_max(property_value_sql(p), '(event_at, event_id)', property_condition_sql(p)) }}
+        {%- elif p.function == 'avg' -%}
+        {#- Exact: the decimal sum over the count of values, rounded half away from zero to 6 places
+            (avg() would be a double on DuckDB). Both engines compute each aggregate once. -#}
+        {{ cohortflow_exact_divide(
+            'sum(' ~ property_value_sql(p) ~ ') filter (where ' ~ property_condition_sql(p) ~ ')',
+            'count(' ~ property_value_sql(p) ~ ') filter (where ' ~ property_condition_sql(p) ~ ')') }}
         {%- else -%}
         {{ p.function }}({{ property_value_sql(p) }}) filter (where {{ property_condition_sql(p) }})
         {%- endif %} as {{ p.name }}

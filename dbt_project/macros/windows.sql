@@ -117,13 +117,16 @@
   Comparison operators and property predicates.
 
       where('category', '=', 'shoes')          event_properties ->> 'category' = 'shoes'
-      where('price', '>=', 50)                 numbers compare as numbers
+      where('price', '>=', 50)                 numbers compare as exact decimals (macros/money.sql)
       where('coupon', 'is_null')               also: 'is_not_null'
       where('country', 'in', ['JP', 'KR'])     also: 'not_in'
       where('name', 'contains', 'shirt')       case-insensitive substring
 
-  Typed columns of int_events_as_of (item_id, category, price, quantity, revenue, order_id) are used
-  directly; any other name is read from event_properties.
+  Typed columns of int_events_as_of (event_at, event_id, user_id, device_id, event_type, session_id,
+  item_id, category, price, quantity, revenue, order_id) are used directly; any other name is read from
+  event_properties (and must be in the tracking plan: tracking_plan.sql). A number is compared as an exact decimal:
+  the literal is written as one (cohortflow_number_literal, at most 6 decimal places, checked here at
+  parse time) and a JSON value as cohortflow_try_cast(..., 'decimal') (NULL when not a number).
 --------------------------------------------------------------------------------------------- -#}
 
 {% macro comparison_operators() -%}
@@ -152,26 +155,35 @@
   {%- if operator not in ('is_null', 'is_not_null') and value is none -%}
     {{- cohortflow_fail("where('" ~ property ~ "') value", "operator " ~ operator ~ " needs a value") -}}
   {%- endif -%}
+  {%- for v in (value if operator in ('in', 'not_in') else [value]) -%}
+    {%- do cohortflow_check_number(v, "where('" ~ property ~ "') value") -%}
+  {%- endfor -%}
   {{- return({'property': property, 'operator': operator, 'value': value}) -}}
 {%- endmacro %}
 
 
-{#- SQL literal for a predicate value: numbers as numbers, everything else as quoted text. -#}
+{#- SQL literal for a predicate value: numbers as exact numbers (never doubles), everything else as quoted text. -#}
 {% macro sql_literal(value) -%}
-  {%- if value is number -%}{{ value }}
-  {%- elif value is sameas true -%}true
+  {%- if value is sameas true -%}true
   {%- elif value is sameas false -%}false
+  {%- elif value is number -%}{{ cohortflow_number_literal(value) }}
   {%- else -%}'{{ (value ~ '') | replace("'", "''") }}'
   {%- endif -%}
 {%- endmacro %}
 
 
-{#- The SQL expression of an event property: a typed column when there is one, else JSON text. -#}
+{#-
+  The SQL expression of an event property: a typed column when there is one, else JSON text; with
+  numeric=true a JSON value is read as an exact decimal (cohortflow_money_type(), NULL when not a number).
+  The JSON is parsed once per event: DuckDB's `->>` goes through a double, so a number of more than 15
+  significant digits in such a property may lose its last digits there (price / quantity / revenue,
+  typed in staging, keep every digit: cohortflow_json_number_text).
+-#}
 {% macro event_property_sql(property, numeric=false) -%}
-  {%- set typed = {'item_id': 'item_id', 'category': 'category', 'price': 'price', 'quantity': 'quantity',
-                   'revenue': 'revenue', 'order_id': 'order_id', 'session_id': 'session_id'} -%}
-  {%- if property in typed -%}{{ typed[property] }}
-  {%- elif numeric -%}cast(event_properties ->> '{{ property }}' as double precision)
+  {#- event_at, event_id, user_id, device_id, event_type, session_id, item_id, category, price, quantity,
+      revenue, order_id: the typed columns (tracking_plan_builtin_properties, always known to the plan). -#}
+  {%- if property in tracking_plan_builtin_properties() -%}{{ property }}
+  {%- elif numeric -%}{{ cohortflow_try_cast("(event_properties ->> '" ~ property ~ "')", 'decimal') }}
   {%- else -%}(event_properties ->> '{{ property }}')
   {%- endif -%}
 {%- endmacro %}
@@ -183,7 +195,9 @@
   {%- if predicates is mapping -%}{%- set predicates = [predicates] -%}{%- endif -%}
   {%- if predicates | length == 0 -%}true{%- else -%}
   ({% for p in predicates -%}
-    {%- set numeric = p.value is number -%}
+    {%- set values = p.value if p.operator in ('in', 'not_in') else [p.value] -%}
+    {%- set numeric = values | length > 0 and (values | select('number') | list | length == values | length)
+                      and not (values | select('sameas', true) | list) and not (values | select('sameas', false) | list) -%}
     {%- set column = event_property_sql(p.property, numeric) -%}
     {%- if p.operator == 'is_null' -%}{{ column }} is null
     {%- elif p.operator == 'is_not_null' -%}{{ column }} is not null

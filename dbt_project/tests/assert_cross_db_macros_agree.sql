@@ -2,6 +2,10 @@
 {%- set try_cast_cases = [
     ('double', "'12.5'", '12.5'), ('double', "' -1e3 '", '-1000'), ('double', "'.5'", '0.5'),
     ('double', "'abc'", 'null'), ('double', "''", 'null'), ('double', "null", 'null'),
+    ('decimal', "'0.1'", '0.1'), ('decimal', "' 19.990 '", '19.99'), ('decimal', "'1e3'", '1000'),
+    ('decimal', "'0.0000005'", '0.000001'), ('decimal', "'-0.0000025'", '-0.000003'),
+    ('decimal', "'123456789012.123456'", '123456789012.123456'), ('decimal', "'999999999999.9999995'", 'null'),
+    ('decimal', "'1e12'", 'null'), ('decimal', "'abc'", 'null'),
     ('bigint', "'42'", '42'), ('bigint', "'2.5'", '3'), ('bigint', "'-2.5'", '-3'), ('bigint', "'1e2'", '100'),
     ('bigint', "'x1'", 'null'), ('integer', "'99999999999'", 'null'),
     ('boolean', "'true'", 'true'), ('boolean', "'YES'", 'true'), ('boolean', "'0'", 'false'),
@@ -17,7 +21,7 @@
     ('timestamp_utc', "'yesterday'", 'null'), ('timestamp_utc', "'2024-01-28T25:00:00Z'", 'null'),
 ] %}
 
-{%- set types = {'double': 'double precision', 'bigint': 'bigint', 'integer': 'integer', 'boolean': 'boolean', 'timestamp_utc': 'timestamp'} %}
+{%- set types = {'double': 'double precision', 'decimal': cohortflow_money_type(), 'bigint': 'bigint', 'integer': 'integer', 'boolean': 'boolean', 'timestamp_utc': 'timestamp'} %}
 
 -- Materialised, so that Postgres cannot fold the texts into the casts at plan time (constant folding
 -- would evaluate a guarded cast of a constant even in a CASE branch that is never taken).
@@ -68,6 +72,15 @@ scalar_cases as (
     union all select 'safe_divide by 0', cast({{ cohortflow_safe_divide('7', '0') }} as varchar), null
     union all select 'round half away', cast({{ cohortflow_round('cast(2.675 as double precision)', 2) }} as varchar), cast(cast(2.68 as double precision) as varchar)
     union all select 'round negative', cast({{ cohortflow_round('cast(-0.125 as double precision)', 2) }} as varchar), cast(cast(-0.13 as double precision) as varchar)
+    union all select 'exact divide 1/3', cast({{ cohortflow_exact_divide("cast('1' as decimal(38, 6))", '3') }} as varchar), cast(cast('0.333333' as {{ cohortflow_money_sum_type() }}) as varchar)
+    union all select 'exact divide 2/3', cast({{ cohortflow_exact_divide("cast('2' as decimal(38, 6))", '3') }} as varchar), cast(cast('0.666667' as {{ cohortflow_money_sum_type() }}) as varchar)
+    union all select 'exact divide half away', cast({{ cohortflow_exact_divide("cast('0.000005' as decimal(38, 6))", '2') }} as varchar), cast(cast('0.000003' as {{ cohortflow_money_sum_type() }}) as varchar)
+    union all select 'exact divide half away negative', cast({{ cohortflow_exact_divide("cast('-0.000005' as decimal(38, 6))", '2') }} as varchar), cast(cast('-0.000003' as {{ cohortflow_money_sum_type() }}) as varchar)
+    union all select 'exact divide to the cent', cast({{ cohortflow_exact_divide("cast('20.01' as decimal(38, 6))", '2', 2) }} as varchar), cast(cast('10.01' as {{ cohortflow_money_sum_type() }}) as varchar)
+    union all select 'exact divide large', cast({{ cohortflow_exact_divide("cast('123456789012345678901234.123456' as decimal(38, 6))", '1') }} as varchar), cast(cast('123456789012345678901234.123456' as {{ cohortflow_money_sum_type() }}) as varchar)
+    union all select 'exact divide by 0', cast({{ cohortflow_exact_divide("cast('1' as decimal(38, 6))", '0') }} as varchar), null
+    union all select 'to money rounds half away', cast({{ cohortflow_to_money("cast('0.1234565' as decimal(38, 7))") }} as varchar), cast(cast('0.123457' as {{ cohortflow_money_type() }}) as varchar)
+    union all select 'to money out of range', cast({{ cohortflow_to_money("cast('1000000000000' as decimal(38, 6))") }} as varchar), null
     union all select 'hour', cast({{ cohortflow_hour("timestamp '2024-03-10 23:59:59'") }} as varchar), '23'
     union all select 'iso day of week (Sunday)', cast({{ cohortflow_iso_day_of_week("timestamp '2024-03-10 12:00:00'") }} as varchar), '7'
     union all select 'epoch seconds', cast({{ cohortflow_epoch_seconds("timestamp '1970-01-02 00:00:01.5'") }} as varchar), cast(cast(86401.5 as double precision) as varchar)

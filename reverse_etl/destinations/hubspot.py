@@ -23,7 +23,6 @@ errors are permanent until the record changes. A record without a usable e-mail 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -42,8 +41,8 @@ from reverse_etl.http import (
     Verdict,
     batch_idempotency_key,
     chunk_key,
+    dumps_json,
     encode_json,
-    json_default,
     url_without_credentials,
 )
 from reverse_etl.pii import normalise_email
@@ -75,7 +74,8 @@ def property_value(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, (int, float, str)):
         return str(value)
-    return json.dumps(value, default=json_default, separators=(",", ":"))
+    # A Decimal (money) and nested values as JSON text, decimals digit for digit.
+    return dumps_json(value, ensure_ascii=True)
 
 
 def classify_hubspot(response: httpx.Response) -> Verdict | None:

@@ -7,6 +7,7 @@ Shared by the test that loads it with plain SQL (the dbt layer alone) and the on
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,16 @@ MOMENTS = [EXPECTED, *EXPECTED["time_travel"]]
 
 
 def normalise(value: Any) -> Any:
-    """Database values in expected.yml's notation: 'YYYY-MM-DD HH:MM:SS' times, money to the cent."""
+    """Database values in expected.yml's notation: 'YYYY-MM-DD HH:MM:SS' times; money exactly.
+
+    Money is a decimal in the warehouse (Decimal('12.340000')); a number written in expected.yml (a
+    float once YAML read it) is taken for the decimal it shows (12.34 -> Decimal('12.34')), and the two
+    compare exactly: no rounding hides float noise.
+    """
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
-        return round(value, 2)
+        return Decimal(repr(value))
     return value
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
+from test_dbt_project import run_dbt
 
 from cohortflow.ingest import ingest_files
+from cohortflow.warehouse import connect
 
-pytestmark = pytest.mark.slow  # about 6 s: the whole real file
+pytestmark = pytest.mark.slow  # about 6 s: the whole real file (+ ~10 s of dbt for one customer)
 
 
 
@@ -70,3 +74,41 @@ def test_items_catalogue(loaded: tuple) -> None:
     non_products = {r[0] for r in con.execute("select item_id from raw.items where category = 'non_product'").fetchall()}
     assert {"POST", "DOT", "M", "BANK CHARGES", "AMAZONFEE", "gift_0001_20"} <= non_products
     assert "85123A" not in non_products
+
+
+def test_customer_17768_spent_exactly_1000_in_the_90_days_to_2011_12_01(loaded: tuple, tmp_path: Path) -> None:
+    """Money is exact: customer 17768's 58 purchase lines of (2011-09-02, 2011-12-01] add up to exactly
+    1,000.00 (DuckDB's double sum said 1000.0000000000002). `total('revenue') > 1000` must not admit
+    them, `>= 1000` must. Only their rows go through dbt, which keeps the test quick."""
+    con, _ = loaded
+    warehouse = tmp_path / "retail.duckdb"
+    connect(warehouse).close()  # the raw DDL
+    con.execute(f"attach '{warehouse}' as retail")
+    try:
+        con.execute("insert into retail.raw.events select * from raw.events where user_id = '17768'")
+        con.execute("insert into retail.raw.users select * from raw.users where user_id = '17768'")
+    finally:
+        con.execute("detach retail")
+    as_of = json.dumps({"as_of": "2011-12-01"})
+    built = run_dbt(["build", "--select", "+int_events_as_of", "+int_users_seen", "--vars", as_of], warehouse, tmp_path / "build")
+    assert built.returncode == 0, built.stdout[-6000:]
+
+    check = connect(warehouse, read_only=True)
+    try:
+        total, lines, type_name = check.execute(
+            "select sum(revenue), count(*), any_value(typeof(revenue)) from intermediate.int_events_as_of "
+            "where event_type = 'purchase' and event_at > timestamp '2011-09-02 00:00:00'").fetchone()
+    finally:
+        check.close()
+    assert (total, lines, type_name) == (Decimal("1000.00"), 58, "DECIMAL(18,6)")
+
+    cohorts = ("select 'over_1000' as cohort, user_id from ({{ cohort(all_of=[performed('purchase', measure=total('revenue'), "
+               "operator='>', value=1000, within=last(90, 'days'))]) }}) as over_1000 union all "
+               "select 'at_least_1000' as cohort, user_id from ({{ cohort(all_of=[performed('purchase', "
+               "measure=total('revenue'), operator='>=', value=1000, within=last(90, 'days'))]) }}) as at_least_1000")
+    shown = run_dbt(["show", "--inline", cohorts, "--limit", "-1", "--output", "json", "--log-format", "json",
+                     "--vars", as_of], warehouse, tmp_path / "show")
+    assert shown.returncode == 0, shown.stdout[-4000:]
+    preview = next(json.loads(line)["data"]["preview"] for line in shown.stdout.splitlines()
+                   if line.startswith("{") and json.loads(line)["info"]["name"] == "ShowNode")
+    assert json.loads(preview) == [{"cohort": "at_least_1000", "user_id": "17768"}]

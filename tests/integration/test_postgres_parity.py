@@ -3,8 +3,10 @@
 Generated sample data is ingested into DuckDB, its raw tables are copied into a fresh Postgres
 database, and `dbt build` runs on both targets at one as_of (every data test and unit test must pass
 on both). Then every table of the `cohorts` and `marts` schemas, discovered from the manifest, is
-compared row by row: exact for ids, integers, text, booleans and timestamps, floats to 1e-9 relative.
-The hand-written fixture (tests/fixtures/hand_events) must also give its hand-worked answers on Postgres.
+compared row by row: exact for ids, integers, text, booleans, timestamps and decimals (money is exact),
+floats to 1e-9 relative. A buyer whose 90-day revenue sits exactly on a cohort threshold is added to the
+generated data: both engines must judge it alike. The hand-written fixture (tests/fixtures/hand_events)
+must also give its hand-worked answers on Postgres.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ INGESTED_AT = datetime(2024, 3, 10, 1)
 AS_OF = "2024-03-09T20:00:00Z"
 COMPARED_SCHEMAS = ("cohorts", "marts")
 FLOAT_RELATIVE_TOLERANCE = 1e-9
+# A buyer whose purchases in the 90 days to AS_OF add up to exactly 500, big_spenders_90d's threshold
+# (>= 500). As doubles, in any order, 261.59 + 149.2 + 89.21 is 499.99999999999994.
+THRESHOLD_USER = "parity_exactly_500"
+THRESHOLD_LINES = (("2024-02-01 10:00:00", "261.59"), ("2024-02-15 10:00:00", "149.2"), ("2024-03-01 10:00:00", "89.21"))
 # Tests that only mean something on one engine (config(enabled=target.type == ...)).
 DUCKDB_ONLY_TESTS = {"assert_duckdb_interval_expressions_stay_distinct"}
 
@@ -193,7 +199,9 @@ def value_family(value: Any) -> str:
         return "bool"
     if isinstance(value, int):
         return "int"
-    if isinstance(value, (float, Decimal)):
+    if isinstance(value, Decimal):
+        return "decimal"
+    if isinstance(value, float):
         return "float"
     if isinstance(value, datetime):
         return "timestamp"
@@ -203,11 +211,10 @@ def value_family(value: Any) -> str:
 
 
 def plain(value: Any) -> Any:
-    """A database value in one notation for both engines: aware times as naive UTC, decimals as floats."""
+    """A database value in one notation for both engines: aware times as naive UTC. Decimals stay
+    decimals and are compared exactly (Decimal('0.300000') == Decimal('0.3'))."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(timezone.utc).replace(tzinfo=None)
-    if isinstance(value, Decimal):
-        return float(value)
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
@@ -216,7 +223,8 @@ def plain(value: Any) -> Any:
 def sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Order rows the same on both sides although floats may differ in the last bits."""
     return tuple(
-        (0, "") if v is None else (1, f"{v:.9e}") if isinstance(v, float) else (1, repr(v)) for v in row
+        (0, "") if v is None else (1, f"{v:.9e}") if isinstance(v, float)
+        else (1, str(v.normalize())) if isinstance(v, Decimal) else (1, repr(v)) for v in row
     )
 
 
@@ -324,6 +332,13 @@ def builds(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -
         ingest_files(con, [data_dir / "items.csv"], "csv", entity="items", now=INGESTED_AT)
         ingest_files(con, [data_dir / "users.csv"], "csv", entity="users", now=INGESTED_AT)
         ingest_files(con, sorted(data_dir.glob("events-*.jsonl.gz")), "amplitude-export", now=INGESTED_AT)
+        for index, (at, revenue) in enumerate(THRESHOLD_LINES, start=1):
+            con.execute(
+                "insert into raw.events (event_id, insert_id, user_id, event_type, event_time, event_properties, "
+                "user_properties, source_format, source_file, source_row, ingested_at) values "
+                "(?, ?, ?, 'purchase', cast(? as timestamp), ?, '{}', 'amplitude', 'threshold.jsonl', ?, ?)",
+                [f"threshold-{index}", f"threshold-{index}", THRESHOLD_USER, at,
+                 f'{{"order_id": "threshold-{index}", "revenue": {revenue}}}', index, INGESTED_AT])
     finally:
         con.close()
     parity_env = create_database(postgres, "parity")
@@ -426,3 +441,46 @@ def test_hand_events_give_the_hand_worked_answer_on_postgres(builds: Builds, ind
     for row in cohorts:
         assert row["size"] == len(members.get(row["cohort_id"], [])), row["cohort_id"]
         assert row["computed_at"] == moment["computed_at"]
+
+
+def show_inline(build: Build, inline_sql: str) -> list[dict[str, Any]]:
+    """`dbt show --inline` on `build`'s target and database (after it was built): the rows."""
+    dbt = Path(sys.executable).parent / "dbt"
+    scratch = build.scratch.parent / f"{build.name}_show"
+    result = subprocess.run(
+        [str(dbt), "show", "--inline", inline_sql, "--limit", "-1", "--output", "json", "--log-format", "json",
+         "--target", build.target, "--vars", json.dumps({"as_of": AS_OF}),
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+         "--target-path", str(scratch / "target"), "--log-path", str(scratch / "logs")],
+        cwd=REPO_ROOT, env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **build.env},
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    previews = [json.loads(line)["data"]["preview"] for line in result.stdout.splitlines()
+                if line.startswith("{") and json.loads(line)["info"]["name"] == "ShowNode"]
+    assert len(previews) == 1, result.stdout[-4000:]
+    return json.loads(previews[0])
+
+
+def test_a_total_exactly_on_the_threshold_is_judged_alike_on_both_engines(builds: Builds) -> None:
+    """Money is exact on both engines: THRESHOLD_USER's 90-day revenue is exactly 500, so the >= 500 of
+    big_spenders_90d admits them and a strict > 500 does not, on DuckDB and on Postgres alike."""
+    assert builds.duckdb.returncode == 0 and builds.postgres.returncode == 0, "see test_both_builds_pass_the_same_tests"
+    for rows in (read_duckdb(builds.warehouse, "cohorts.big_spenders_90d")[1],
+                 read_postgres(builds.postgres.env, "cohorts.big_spenders_90d")[1]):
+        assert THRESHOLD_USER in {row[0] for row in rows}
+    revenue = "select revenue_90d from marts.user_properties where user_id = '" + THRESHOLD_USER + "'"
+    duck = duckdb.connect(str(builds.warehouse), read_only=True)
+    try:
+        on_duckdb = duck.execute(revenue).fetchone()[0]
+    finally:
+        duck.close()
+    with psycopg.connect(postgres_dsn(builds.postgres.env)) as pg:
+        on_postgres = pg.execute(revenue).fetchone()[0]
+    assert on_duckdb == on_postgres == Decimal("500") and str(on_duckdb) == str(on_postgres) == "500.000000"
+
+    strict = ("{{ cohort(all_of=[performed('purchase', measure=total('revenue'), operator='>', value=500, "
+              "within=last(90, 'days'))]) }}")
+    members = [sorted(row["user_id"] for row in show_inline(build, strict)) for build in (builds.duckdb, builds.postgres)]
+    assert members[0] == members[1]
+    assert members[0] and THRESHOLD_USER not in members[0]

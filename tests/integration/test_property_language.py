@@ -104,6 +104,12 @@ BAD_DECLARATIONS = [
     ("aggregate_of_text",
      "aggregate('p', 'sum', 'category', event='purchase')",
      "aggregate('p') property: category is text"),
+    ("aggregate_of_an_id",
+     "aggregate('p', 'max', 'event_id', event='purchase')",
+     "aggregate('p') property: event_id is text"),
+    ("sum_of_a_time",
+     "aggregate('p', 'sum', 'event_at', event='purchase')",
+     "aggregate('p') property: event_at is a timestamp; sum needs a number (min / max give the earliest / latest time)"),
     ("quote_in_property",
      "unique_list('p', \"it's\", event='view_item')",
      "unique_list('p') property: a property name cannot contain a quote"),
@@ -116,6 +122,13 @@ BAD_DECLARATIONS = [
     ("not_a_declaration",
      "'view_count_7d'",
      "computed_properties(properties): item 1 is not a property declaration"),
+    # Numbers are exact decimals with 6 places: a threshold with more could not be compared exactly.
+    ("threshold_with_too_many_decimals",
+     "event_count('p', 'purchase', where=[where('price', '>=', 0.1234567)])",
+     "where('price') value: 0.1234567 has more than 6 decimal places"),
+    ("float_noise_in_a_list",
+     "event_count('p', 'purchase', where=[where('price', 'in', [10, 0.30000000000000004])])",
+     "where('price') value: 0.30000000000000004 has more than 6 decimal places"),
 ]
 
 
@@ -173,3 +186,113 @@ def test_a_valid_declaration_parses(tmp_path: Path) -> None:
         "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--quiet",
     ])
     assert result.success, str(result.exception)
+
+
+# --------------------------------------------------------------------- names checked against the tracking plan
+
+# (model file name, the declaration, text the error must contain besides the model name). Checked against the
+# project's real plan (dbt_project/models/staging/tracking_plan.yml) when the model compiles.
+UNKNOWN_NAMES = [
+    ("unknown_event",
+     "event_count('p', 'purchse')",
+     ["event_count('p') event: unknown event type 'purchse'", "did you mean 'purchase'?", "tracking_plan.yml"]),
+    ("unknown_event_in_a_list",
+     "event_count('p', ['view_item', 'add_to_crt'])",
+     ["event_count('p') event: unknown event type 'add_to_crt'", "did you mean 'add_to_cart'?"]),
+    ("misspelt_property",
+     "first_value('p', 'categroy', event='purchase')",
+     ["first_value('p') property: unknown property 'categroy' of purchase", "did you mean 'category'?"]),
+    ("misspelt_event_at",
+     "aggregate('p', 'max', 'evnt_at', event='purchase')",
+     ["aggregate('p') property: unknown property 'evnt_at' of purchase", "did you mean 'event_at'?"]),
+    ("property_of_another_event",
+     "unique_list('p', 'platform', event='view_item')",
+     ["unique_list('p') property: unknown property 'platform' of view_item", "declared for session_start"]),
+    ("unknown_where_property",
+     "event_count('p', 'view_item', where=[where('prise', '>=', 10)])",
+     ["event_count('p') where('prise'): unknown property 'prise' of view_item", "did you mean 'price'?"]),
+    ("unknown_property_of_any_event",
+     "most_frequent('p', 'platfrm', event='*')",
+     ["most_frequent('p') property: unknown property 'platfrm' of any event type", "did you mean 'platform'?"]),
+    ("aggregate_of_a_string",
+     "aggregate('p', 'sum', 'platform', event='session_start')",
+     ["aggregate('p') property: 'platform' is string in the tracking plan"]),
+]
+# The issue's examples, and properties the plan declares: these compile (and run on the stand-in events).
+KNOWN_NAMES = (
+    "aggregate('first_purchase_at', 'min', 'event_at', event='purchase'), "
+    "first_value('first_purchase_time', 'event_at', event='purchase'), "
+    "unique_list('platforms', 'platform', event='session_start'), "
+    "aggregate('discount', 'sum', 'price', event=['view_item', 'purchase'], where=[where('country', '=', 'France')]), "
+    "unique_count('plans', 'plan', event='*'), "
+    "event_count('views', 'view_item', where=[where('event_at', '>=', '2024-03-01'), where('session_id', '=', 1)])"
+)
+STAND_IN_EVENTS = (
+    "select 'e1' as event_id, 'u1' as user_id, cast(null as varchar) as device_id, 'purchase' as event_type,\n"
+    "       timestamp '2024-03-09 10:00:00' as event_at, cast(1 as bigint) as session_id, 'i1' as item_id,\n"
+    "       'books' as category, cast(10 as decimal(18, 6)) as price, cast(1 as decimal(18, 6)) as quantity,\n"
+    "       cast(10 as decimal(18, 6)) as revenue, 'o1' as order_id, cast('{}' as json) as event_properties\n"
+)
+
+
+def plan_check_project(path: Path, *, with_plan: bool) -> Path:
+    """A project with the real macros, stand-in inputs and (with_plan) the project's real tracking plan."""
+    shutil.copytree(MACROS_DIR, path / "macros")
+    (path / "models").mkdir()
+    (path / "dbt_project.yml").write_text(
+        "name: plan_checks\nversion: '0.1.0'\nprofile: plan_checks\nconfig-version: 2\n"
+        "vars: {as_of: '2024-03-10T12:00:00Z'}\nflags: {send_anonymous_usage_stats: false}\n"
+    )
+    (path / "profiles.yml").write_text(
+        "plan_checks:\n  target: duckdb\n  outputs:\n"
+        f"    duckdb: {{type: duckdb, path: '{path / 'w.duckdb'}', threads: 2}}\n"
+    )
+    if with_plan:
+        for suffix in ("sql", "yml"):
+            shutil.copy(REPO_ROOT / "dbt_project" / "models" / "staging" / f"tracking_plan.{suffix}", path / "models")
+    (path / "models" / "stand_in_events.sql").write_text(STAND_IN_EVENTS)
+    (path / "models" / "stand_in_users.sql").write_text("select 'u1' as user_id, timestamp '2024-03-01 00:00:00' as first_seen_at\n")
+    return path
+
+
+def run_plan_check_project(path: Path) -> dict[str, dict]:
+    from dbt.cli.main import dbtRunner
+
+    dbtRunner().invoke([
+        "run", "--project-dir", str(path), "--profiles-dir", str(path), "--no-partial-parse",
+        "--target-path", str(path / "target"), "--log-path", str(path / "logs"), "--quiet",
+    ])
+    results = json.loads((path / "target" / "run_results.json").read_text())["results"]
+    return {r["unique_id"].split(".")[-1]: r for r in results}
+
+
+def properties_model(declarations: str) -> str:
+    return f"{{{{ computed_properties([{declarations}], events=ref('stand_in_events'), users=ref('stand_in_users')) }}}}\n"
+
+
+def test_unknown_event_types_and_properties_fail_naming_model_argument_and_closest_name(tmp_path: Path) -> None:
+    """One `dbt run`: every bad model fails to compile with its message, the valid one builds."""
+    project = plan_check_project(tmp_path, with_plan=True)
+    for model_name, declaration, _ in UNKNOWN_NAMES:
+        (project / "models" / f"user_{model_name}.sql").write_text(properties_model(declaration))
+    (project / "models" / "user_known_names.sql").write_text(properties_model(KNOWN_NAMES))
+
+    results = run_plan_check_project(project)
+
+    for model_name, _, phrases in UNKNOWN_NAMES:
+        outcome = results[f"user_{model_name}"]
+        message = " ".join((outcome["message"] or "").split())
+        assert outcome["status"] == "error", (model_name, outcome["status"])
+        for phrase in phrases:
+            assert phrase in message, (model_name, phrase, message)
+        assert f"user_{model_name}: {phrases[0]}" in message, (model_name, message)
+    assert results["user_known_names"]["status"] == "success", results["user_known_names"]["message"]
+
+
+def test_a_project_without_a_tracking_plan_model_fails_instead_of_skipping_the_checks(tmp_path: Path) -> None:
+    project = plan_check_project(tmp_path, with_plan=False)
+    (project / "models" / "user_p.sql").write_text(properties_model("event_count('p', 'view_item')"))
+    outcome = run_plan_check_project(project)["user_p"]
+    assert outcome["status"] == "error"
+    assert "user_p: event_count('p') event: no tracking plan: this project has no model named tracking_plan" in " ".join(
+        outcome["message"].split())

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from cohortflow.cli import main
 
 
-@pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["run"], ["demo"], ["ui"]])
+@pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["run"], ["demo"], ["ui"], ["tracking-plan"],
+                                     ["tracking-plan", "draft"], ["tracking-plan", "check"]])
 def test_every_command_has_help(command):
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0

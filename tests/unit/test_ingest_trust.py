@@ -13,6 +13,7 @@ import io
 import json
 import random
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -495,3 +496,14 @@ def test_a_header_with_an_unterminated_quote_refuses_the_file_naming_it(tmp_path
     path = write(tmp_path / "bad_header.csv", b'user_id,"event_type,event_time\nuser-00001,view,1714600000000\n')
     with pytest.raises(IngestError, match=r"bad_header.csv: the header \(line 1\) .*quote in it never closes"):
         ingest(path, "csv")
+
+
+def test_online_retail_revenue_is_the_exact_product_of_quantity_and_price(tmp_path: Path) -> None:
+    # Before: round(quantity * unit_price, 2) in doubles wrote 0.0 for 3 x 0.001 (sub-cent prices exist).
+    header = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    rows = ("536365,PADS,PADS TO MATCH ALL CUSHIONS,3,2010-12-01 08:26:00,0.001,17850.0,United Kingdom\n"
+            "536366,85123A,WHITE HANGING HEART,6,2010-12-01 08:28:00,2.55,17850.0,United Kingdom\n")
+    con, _ = ingest(write(tmp_path / "r.csv", (header + rows).encode()), "online-retail")
+    revenue = [r[0] for r in con.execute(
+        "select json_extract_string(event_properties, '$.revenue') from raw.events order by source_row").fetchall()]
+    assert [Decimal(v) for v in revenue] == [Decimal("0.003"), Decimal("15.3")]

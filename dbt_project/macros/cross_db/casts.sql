@@ -4,10 +4,14 @@
   ("Running on Postgres") for the differences and why.
 
   cohortflow_try_cast(expression, data_type): text -> data_type, NULL (never an error) when the text is
-  not a value of that type. data_type is one of double, bigint, integer, boolean, timestamp_utc.
+  not a value of that type. data_type is one of double, decimal, bigint, integer, boolean, timestamp_utc.
 
-    double / bigint / integer  plain decimal numbers with an optional exponent ('12', '-1.5', '2e3');
+    double / decimal / bigint / integer
+                               plain decimal numbers with an optional exponent ('12', '-1.5', '2e3');
                                integers round half away from zero ('2.5' -> 3), like DuckDB.
+                               decimal is cohortflow_money_type() (macros/money.sql), read from the text
+                               exactly (never through a double), rounded half away from zero to 6
+                               decimal places; NULL when |x| >= 10^12 after rounding.
     boolean                    true/false, t/f, yes/no, y/n, 1/0, any case, no surrounding blanks.
     timestamp_utc              ISO-8601 date or date-time ('T' or blank), optional fraction, optional
                                Z / UTC / +hh[:mm] offset; converted to UTC, returned as timestamp
@@ -18,7 +22,7 @@
   at ingest.
 -#}
 {% macro cohortflow_try_cast(expression, data_type) -%}
-  {%- set known = ['double', 'bigint', 'integer', 'boolean', 'timestamp_utc'] -%}
+  {%- set known = ['double', 'decimal', 'bigint', 'integer', 'boolean', 'timestamp_utc'] -%}
   {%- if data_type not in known -%}
     {{- cohortflow_fail('cohortflow_try_cast(data_type)', "'" ~ data_type ~ "' is not one of " ~ known | join(', ')) -}}
   {%- endif -%}
@@ -31,7 +35,7 @@
     {#- The profile sets the session zone to UTC, so a text without an offset is read as UTC. -#}
     timezone('UTC', try_cast({{ expression }} as timestamptz))
   {%- else -%}
-    try_cast({{ expression }} as {{ {'double': 'double'}.get(data_type, data_type) }})
+    try_cast({{ expression }} as {{ {'double': 'double', 'decimal': cohortflow_money_type()}.get(data_type, data_type) }})
   {%- endif -%}
 {%- endmacro %}
 
@@ -48,6 +52,10 @@
         case when abs(cast({{ expression }} as numeric)) between 1e-307 and 1e308
                or cast({{ expression }} as numeric) = 0
              then cast({{ expression }} as double precision) end end)
+  {%- elif data_type == 'decimal' -%}
+    (case when ({{ expression }}) ~ {{ number_pattern }} then
+        case when abs(round(cast({{ expression }} as numeric), {{ cohortflow_money_scale() }})) < 1000000000000
+             then cast(cast({{ expression }} as numeric) as {{ cohortflow_money_type() }}) end end)
   {%- elif data_type in ('bigint', 'integer') -%}
     {%- set limit = '9223372036854775807.5' if data_type == 'bigint' else '2147483647.5' -%}
     (case when ({{ expression }}) ~ {{ number_pattern }} then

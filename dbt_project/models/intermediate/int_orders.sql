@@ -21,7 +21,7 @@ select
     order_id,
     min(event_at) as ordered_at,
     count(*) as line_count,
-    coalesce(sum(revenue), 0) as order_revenue
+    cast(coalesce(sum(revenue), 0) as {{ cohortflow_money_sum_type() }}) as order_revenue
 
 from purchase_lines
 group by user_id, order_id

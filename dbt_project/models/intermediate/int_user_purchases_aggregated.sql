@@ -29,6 +29,7 @@ revenue_per_user as (
 
     select
         user_id,
+        -- Exact decimal sums (macros/money.sql).
         sum(net_revenue) as revenue_lifetime,
         coalesce(sum(net_revenue) filter (where {{ is_within_last('event_at', 90, 'day') }}), 0) as revenue_90d
 
@@ -40,8 +41,8 @@ revenue_per_user as (
 select
     coalesce(orders_per_user.user_id, revenue_per_user.user_id) as user_id,
     coalesce(orders_per_user.order_count, 0) as order_count,
-    coalesce(revenue_per_user.revenue_lifetime, 0) as revenue_lifetime,
-    coalesce(revenue_per_user.revenue_90d, 0) as revenue_90d
+    cast(coalesce(revenue_per_user.revenue_lifetime, 0) as {{ cohortflow_money_sum_type() }}) as revenue_lifetime,
+    cast(coalesce(revenue_per_user.revenue_90d, 0) as {{ cohortflow_money_sum_type() }}) as revenue_90d
 
 from orders_per_user
 full outer join revenue_per_user on orders_per_user.user_id = revenue_per_user.user_id

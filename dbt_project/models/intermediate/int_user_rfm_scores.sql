@@ -5,6 +5,7 @@
 -- this user's (for recency: whose last order is at or before this user's). So the top fifth scores 5,
 -- users with equal values always share a score (the higher one), and a lone buyer scores 555.
 -- Integer counts and a cast to double keep it exact and portable (no ntile, whose ties are arbitrary).
+-- Monetary ranks the exact net revenue (a decimal, macros/money.sql): no float noise can split a tie.
 
 with orders_per_user as (
 
@@ -23,9 +24,7 @@ buyers as (
         orders_per_user.user_id,
         orders_per_user.last_ordered_at,
         purchases.order_count,
-        -- Ranked to the cent: engines may sum the same doubles in a different order (1e-12 apart),
-        -- which must not split a tie and change a score between DuckDB and Postgres.
-        round(cast(purchases.revenue_lifetime as decimal(38, 10)), 2) as revenue_lifetime
+        purchases.revenue_lifetime
 
     from orders_per_user
     inner join {{ ref('int_user_purchases_aggregated') }} as purchases

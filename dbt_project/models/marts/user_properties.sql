@@ -62,11 +62,12 @@ select
     cast(coalesce(activity.event_count_30d, 0) as bigint) as event_count_30d,
     cast(coalesce(activity.session_count_30d, 0) as bigint) as session_count_30d,
     cast(coalesce(purchases.order_count, 0) as bigint) as order_count,
-    cast(coalesce(purchases.revenue_lifetime, 0) as double precision) as revenue_lifetime,
-    cast(coalesce(purchases.revenue_90d, 0) as double precision) as revenue_90d,
-    -- Net revenue per order, rounded to cents; NULL without orders rather than a misleading 0.
-    -- Rounded as a decimal: Postgres has no round(double precision, int), and both engines round half away from zero there.
-    cast(round(cast(purchases.revenue_lifetime / nullif(purchases.order_count, 0) as decimal(38, 10)), 2) as double precision)
+    -- Money is exact (macros/money.sql): decimal(38, 6) sums, never doubles.
+    cast(coalesce(purchases.revenue_lifetime, 0) as {{ cohortflow_money_sum_type() }}) as revenue_lifetime,
+    cast(coalesce(purchases.revenue_90d, 0) as {{ cohortflow_money_sum_type() }}) as revenue_90d,
+    -- Net revenue per order, exactly, rounded half away from zero to the cent; NULL without orders
+    -- rather than a misleading 0.
+    cast({{ cohortflow_exact_divide('purchases.revenue_lifetime', 'purchases.order_count', 2) }} as {{ cohortflow_money_sum_type() }})
         as average_order_value,
     cast(favourite_categories.favourite_category as varchar) as favourite_category,
     cast(activity.preferred_hour_of_day as integer) as preferred_hour_of_day,

@@ -35,9 +35,11 @@ renamed as (
         nullif(session_id, -1) as session_id,
         nullif(trim(property_values[1]), '') as item_id,
         nullif(trim(property_values[2]), '') as category,
-        {{ cohortflow_try_cast('property_values[3]', 'double') }} as price,
-        {{ cohortflow_try_cast('property_values[4]', 'bigint') }} as quantity,
-        {{ cohortflow_try_cast('property_values[5]', 'double') }} as sent_revenue,
+        -- Money and quantities are exact decimals (macros/money.sql) read from the JSON text, never
+        -- through a double: 6 decimal places, more rounded half away from zero, NULL when not a number.
+        {{ cohortflow_try_cast(cohortflow_json_number_text('event_properties', 'price', 'property_values[3]'), 'decimal') }} as price,
+        {{ cohortflow_try_cast(cohortflow_json_number_text('event_properties', 'quantity', 'property_values[4]'), 'decimal') }} as quantity,
+        {{ cohortflow_try_cast(cohortflow_json_number_text('event_properties', 'revenue', 'property_values[5]'), 'decimal') }} as sent_revenue,
         nullif(trim(property_values[6]), '') as order_id,
         event_properties,
         ingested_at
@@ -55,14 +57,15 @@ select
     session_id,
     item_id,
     category,
-    price,
-    quantity,
+    cast(price as {{ cohortflow_money_type() }}) as price,
+    cast(quantity as {{ cohortflow_money_type() }}) as quantity,
     -- Revenue only means something on purchase lines; sources that omit it get price x quantity
-    -- (negative for cancellations, whose quantity is negative).
-    case
+    -- (negative for cancellations, whose quantity is negative), multiplied exactly and rounded to 6
+    -- places (the 128-bit sum type holds the product; decimal(18, 6) x decimal(18, 6) would not).
+    cast(case
         when event_type in ('purchase', 'cancel_purchase')
-            then coalesce(sent_revenue, price * quantity)
-    end as revenue,
+            then coalesce(sent_revenue, {{ cohortflow_to_money('cast(price as ' ~ cohortflow_money_sum_type() ~ ') * quantity') }})
+    end as {{ cohortflow_money_type() }}) as revenue,
     order_id,
     event_properties,
     ingested_at

@@ -13,7 +13,9 @@ renamed as (
         item_id,
         nullif(trim(item_name), '') as item_name,
         nullif(trim(category), '') as category,
-        price,
+        -- raw.items.price is a double (ingest writes it so): as an exact decimal with 6 places, which
+        -- gives back the written price for any price below 10^9 with at most 6 decimals.
+        {{ cohortflow_to_money('price') }} as price,
         is_in_stock,
         item_properties,
         updated_at,

@@ -6,6 +6,8 @@ with actual as (
     union all
     select 'cohort_test_computed_property' as model_name, user_id, entered_at from {{ ref('cohort_test_computed_property') }}
     union all
+    select 'cohort_test_computed_property_money' as model_name, user_id, entered_at from {{ ref('cohort_test_computed_property_money') }}
+    union all
     select 'cohort_test_count_eq' as model_name, user_id, entered_at from {{ ref('cohort_test_count_eq') }}
     union all
     select 'cohort_test_count_ge' as model_name, user_id, entered_at from {{ ref('cohort_test_count_ge') }}
@@ -35,6 +37,10 @@ with actual as (
     select 'cohort_test_nth_time' as model_name, user_id, entered_at from {{ ref('cohort_test_nth_time') }}
     union all
     select 'cohort_test_sequence_time_limit' as model_name, user_id, entered_at from {{ ref('cohort_test_sequence_time_limit') }}
+    union all
+    select 'cohort_test_total_exact' as model_name, user_id, entered_at from {{ ref('cohort_test_total_exact') }}
+    union all
+    select 'cohort_test_total_exact_json_property' as model_name, user_id, entered_at from {{ ref('cohort_test_total_exact_json_property') }}
     union all
     select 'cohort_test_total_json_property' as model_name, user_id, entered_at from {{ ref('cohort_test_total_json_property') }}
     union all
