@@ -199,6 +199,11 @@ where true
 
 {#- performed(...): count / total / distinct / on_distinct_days compared with a number, or nth_time. -#}
 {% macro cohortflow_performed_ctes(c, name, ctx) -%}
+  {%- if performed_reads_daily_state(c, ctx) -%}
+    {#- The same values from the per-day state (macros/daily_state.sql): stored days + edge-day events. -#}
+    {%- set state_ctes = cohortflow_performed_state_ctes(c, name, ctx) -%}
+    {{- return(state_ctes if c.measure.kind == 'nth_time' else state_ctes ~ ",\n\n" ~ cohortflow_performed_final_cte(c, name)) -}}
+  {%- endif -%}
   {%- set m = c.measure -%}
   {%- set label = "performed(" ~ (c.events | join(', ') or '*') ~ ")" -%}
   {%- set inputs = {'count': '1', 'on_distinct_days': 'cast(event_at as date)'} -%}
@@ -296,6 +301,17 @@ where true
     group by user_id
 ),
 
+{{ cohortflow_performed_final_cte(c, name) }}
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+  The last CTE of performed(...): `<name>` (user_id, matched_at) from `<name>_per_user` (user_id,
+  measure_value, reached_at, last_event_at), whichever way the per-user values were read.
+-#}
+{% macro cohortflow_performed_final_cte(c, name) -%}
+  {%- set holds_at_zero = cohortflow_compare(0, c.operator, c.value) -%}
 {{ name }} as (
   {%- if holds_at_zero %}
     -- {{ c.operator }} {{ c.value }} holds with no events too: every known user whose measure still satisfies it,
@@ -312,7 +328,6 @@ where true
     where measure_value {{ c.operator }} {{ sql_literal(c.value) }}
   {%- endif %}
 )
-  {%- endif -%}
 {%- endmacro %}
 
 

@@ -32,12 +32,43 @@
       (numbers written by `property_value_text`, so DuckDB and Postgres write the same text). The
       built-in event_at (when the event happened) gives a timestamp for min / max / first / last value.
 
+  Properties on the event time itself (docs/properties.md, "Time of the event"):
+    first_time(name, event, ...) / last_time(...)   the time of the first / last matching event
+        (timestamp): min / max of event_at, i.e. aggregate(name, 'min' | 'max', 'event_at', ...).
+    days_since(name, event, ...)   whole 24-hour periods from the last matching event to as_of:
+        floor(seconds / 86400), integer, NULL without one (user_properties.days_since_last_active's
+        rule, so `< N` <=> a matching event in last(N, 'days')).
+    preferred_hour(name, event, unit=, time_zone=, ...) / preferred_day_of_week(...)   the hour
+        (0-23) / ISO day (1 = Monday .. 7) with the most units, integer, NULL without one; ties go to
+        the earliest hour / day. unit: 'events' (every matching event), 'orders' (distinct
+        coalesce(order_id, event_id), int_orders' rule) or 'sessions' (distinct session_id; events
+        without one are no session). A unit counts once in every hour / day one of its matching events
+        fell in (an order with lines at 19:59 and 20:01 counts for 19 and for 20). time_zone: 'utc',
+        or 'user' (each user's own zone: int_user_time_zones, macros/time_zones.sql; DST applied).
+
   Wrong arguments fail at compile time naming the model and the argument (cohortflow_fail). Every event
   type and property must be in the tracking plan (tracking_plan.sql), checked when the model compiles.
 -#}
 
 {% macro property_kinds() -%}
-  {{- return(['event_count', 'aggregate', 'first_value', 'last_value', 'most_frequent', 'unique_list', 'unique_count']) -}}
+  {{- return(['event_count', 'aggregate', 'first_value', 'last_value', 'most_frequent', 'unique_list', 'unique_count',
+              'preferred_hour', 'preferred_day_of_week']) -}}
+{%- endmacro %}
+
+
+{#- The kinds that count time buckets (hour / day of the week) of a unit; they name no property. -#}
+{% macro property_time_bucket_kinds() -%}
+  {{- return(['preferred_hour', 'preferred_day_of_week']) -}}
+{%- endmacro %}
+
+
+{#- What preferred_hour / preferred_day_of_week count, and in which zone they read event_at. -#}
+{% macro property_time_units() -%}
+  {{- return(['events', 'orders', 'sessions']) -}}
+{%- endmacro %}
+
+{% macro property_time_zones() -%}
+  {{- return(['utc', 'user']) -}}
 {%- endmacro %}
 
 
@@ -81,17 +112,68 @@
 {%- endmacro %}
 
 
+{#- The time of the first / last matching event (timestamp): sugar for aggregate(name, 'min' | 'max', 'event_at', ...). -#}
+{% macro first_time(name, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('aggregate', name, 'event_at', 'min', event, within, where, constructor='first_time')) -}}
+{%- endmacro %}
+
+
+{% macro last_time(name, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('aggregate', name, 'event_at', 'max', event, within, where, constructor='last_time')) -}}
+{%- endmacro %}
+
+
+{#-
+  Whole 24-hour periods from the last matching event to as_of (integer; NULL without one): the latest
+  event_at (an aggregate max, read like any other) finished by property_finish_sql.
+-#}
+{% macro days_since(name, event=none, within=none, where=none) -%}
+  {{- return(cohortflow_property('aggregate', name, 'event_at', 'max', event, within, where, constructor='days_since',
+                                 options={'finish': 'days_since'})) -}}
+{%- endmacro %}
+
+
+{#- The hour of the day (0-23) / ISO day of the week (1 = Monday .. 7) with the most units (events, orders, sessions). -#}
+{% macro preferred_hour(name, event=none, unit='events', time_zone='utc', within=none, where=none) -%}
+  {{- return(cohortflow_property('preferred_hour', name, none, none, event, within, where,
+                                 options={'unit': unit, 'time_zone': time_zone})) -}}
+{%- endmacro %}
+
+
+{% macro preferred_day_of_week(name, event=none, unit='events', time_zone='utc', within=none, where=none) -%}
+  {{- return(cohortflow_property('preferred_day_of_week', name, none, none, event, within, where,
+                                 options={'unit': unit, 'time_zone': time_zone})) -}}
+{%- endmacro %}
+
+
 {#- Validate one declaration and return it as a dict. `label` (e.g. "event_count('x')") starts every message. -#}
-{% macro cohortflow_property(kind, name, property, function, event, within, where) -%}
+{% macro cohortflow_property(kind, name, property, function, event, within, where, constructor=none, options=none) -%}
+  {#- constructor: the macro the user wrote when it is sugar for another kind (first_time is an aggregate
+      min of event_at), for messages; options: kind-specific keys (finish, unit, time_zone). -#}
+  {%- set constructor = constructor or kind -%}
+  {%- set options = options or {} -%}
   {%- if name is not string or not modules.re.match('^[a-z][a-z0-9_]*$', name) -%}
-    {{- cohortflow_fail(kind ~ '(name)', "property name " ~ (name | string) ~ " must be a lower_snake_case identifier") -}}
+    {{- cohortflow_fail(constructor ~ '(name)', "property name " ~ (name | string) ~ " must be a lower_snake_case identifier") -}}
   {%- endif -%}
-  {%- set label = kind ~ "('" ~ name ~ "')" -%}
+  {%- set label = constructor ~ "('" ~ name ~ "')" -%}
 
   {%- if kind == 'aggregate' and function not in property_aggregate_functions() -%}
     {{- cohortflow_fail(label ~ ' function', "unknown aggregate '" ~ (function | string) ~ "' (use one of " ~ property_aggregate_functions() | join(', ') ~ ")") -}}
   {%- endif -%}
-  {%- if kind != 'event_count' and (property is not string or property | length == 0) -%}
+  {%- set extra = {} -%}
+  {%- if kind in property_time_bucket_kinds() -%}
+    {%- if options.unit not in property_time_units() -%}
+      {{- cohortflow_fail(label ~ ' unit', "unknown unit '" ~ (options.unit | string) ~ "' (use one of " ~ property_time_units() | join(', ') ~ ")") -}}
+    {%- endif -%}
+    {%- set zone = (options.time_zone | lower) if options.time_zone is string else options.time_zone -%}
+    {%- if zone not in property_time_zones() -%}
+      {{- cohortflow_fail(label ~ ' time_zone', "unknown time_zone '" ~ (options.time_zone | string)
+          ~ "' (use 'utc', or 'user' for each user's own zone: their time_zone attribute, else their country's, else UTC)") -}}
+    {%- endif -%}
+    {%- do extra.update({'unit': options.unit, 'time_zone': zone}) -%}
+  {%- endif -%}
+  {%- if options.get('finish') is not none -%}{%- do extra.update({'finish': options.get('finish')}) -%}{%- endif -%}
+  {%- if kind != 'event_count' and kind not in property_time_bucket_kinds() and (property is not string or property | length == 0) -%}
     {{- cohortflow_fail(label ~ ' property', "needs the name of an event property, got " ~ (property | string)) -}}
   {%- endif -%}
   {%- if property is string and "'" in property -%}
@@ -132,15 +214,18 @@
     {%- endif -%}
   {%- endfor -%}
 
-  {{- return({'is_computed_property': true, 'kind': kind, 'name': name, 'label': label,
-              'property': property, 'function': function, 'events': events,
-              'within': window, 'where': predicates}) -}}
+  {%- set declaration = {'is_computed_property': true, 'kind': kind, 'name': name, 'label': label,
+                         'constructor': constructor, 'property': property, 'function': function,
+                         'events': events, 'within': window, 'where': predicates} -%}
+  {%- do declaration.update(extra) -%}
+  {{- return(declaration) -}}
 {%- endmacro %}
 
 
 {#- The SQL type of a property's column. -#}
 {% macro property_data_type(p) -%}
-  {%- if p.kind in ('event_count', 'unique_count') -%}{{ return('bigint') }}
+  {%- if p.get('finish') == 'days_since' or p.kind in property_time_bucket_kinds() -%}{{ return('integer') }}
+  {%- elif p.kind in ('event_count', 'unique_count') -%}{{ return('bigint') }}
   {%- elif p.kind in ('aggregate', 'first_value', 'last_value') and p.property == 'event_at' -%}{{ return('timestamp') }}
   {%- elif p.kind == 'aggregate' -%}{{ return(cohortflow_money_sum_type()) }}
   {%- else -%}{{ return('varchar') }}
@@ -214,16 +299,59 @@
 
 
 {#-
+  The property's value (SQL) from its aggregated column: days_since turns the latest matching event_at
+  into whole 24-hour periods to as_of, floor(elapsed seconds / 86400), the rule of
+  user_properties.days_since_last_active (seconds with the fraction, not a count of day boundaries).
+  Other properties are the column itself.
+-#}
+{% macro property_finish_sql(p, column) -%}
+  {%- if p.get('finish') == 'days_since' -%}
+    {{- return('floor(' ~ cohortflow_seconds_between(column, as_of()) ~ ' / 86400)') -}}
+  {%- endif -%}
+  {{- return(column) -}}
+{%- endmacro %}
+
+
+{#- preferred_hour / preferred_day_of_week: the hour (0-23) / ISO day (1-7) of event_at in UTC or in the user's zone. -#}
+{% macro property_time_bucket_sql(p) -%}
+  {%- set at = cohortflow_utc_to_local('event_at', 'user_time_zone') if p.time_zone == 'user' else 'event_at' -%}
+  {%- if p.kind == 'preferred_hour' -%}{{ cohortflow_hour(at) }}{%- else -%}{{ cohortflow_iso_day_of_week(at) }}{%- endif -%}
+{%- endmacro %}
+
+
+{#- The unit a preferred_* property counts: an order (order_id, else the line itself: int_orders' rule) or a session. -#}
+{% macro property_unit_key_sql(p) -%}
+  {%- if p.unit == 'orders' -%}coalesce(order_id, event_id)
+  {%- else -%}session_id
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#-
   FROM clause over the events, joined to the users only when a within_first window needs first_seen_at.
   Each part of computed_properties reads the events itself instead of sharing a CTE: DuckDB materialises
   a CTE read more than once (a copy of every event, JSON included), which cost more than the scans.
+  `time_zones` (a relation of user_id, time_zone; none = not needed) adds the column user_time_zone:
+  the user's zone, 'UTC' for a user without a row.
 -#}
-{% macro property_events_from(events, users, needs_first_seen) -%}
-  {%- if needs_first_seen -%}
+{% macro property_events_from(events, users, needs_first_seen, time_zones=none) -%}
+  {%- if needs_first_seen or time_zones is not none -%}
   from (
-        select events.*, users_first_seen.first_seen_at
+        select
+            events.*
+            {%- if needs_first_seen %},
+            users_first_seen.first_seen_at
+            {%- endif %}
+            {%- if time_zones is not none %},
+            coalesce(user_time_zones.time_zone, 'UTC') as user_time_zone
+            {%- endif %}
         from {{ events }} as events
+        {%- if needs_first_seen %}
         inner join {{ users }} as users_first_seen on events.user_id = users_first_seen.user_id
+        {%- endif %}
+        {%- if time_zones is not none %}
+        left join {{ time_zones }} as user_time_zones on events.user_id = user_time_zones.user_id
+        {%- endif %}
     ) as events
   {%- else -%}
   from {{ events }} as events
@@ -237,8 +365,13 @@
 
   events: a relation with int_events_as_of's columns (default ref('int_events_as_of'));
   users:  the population (default ref('int_users_seen')). Users without events get the empty values.
+  time_zones: (user_id, time_zone) for the properties with time_zone='user' (default
+          ref('int_user_time_zones'), referenced only when such a property exists); every time_zone
+          must be a zone name the engine knows; a user without a row is read in UTC.
 -#}
-{% macro computed_properties(properties, events=none, users=none) -%}
+{% macro computed_properties(properties, events=none, users=none, time_zones=none) -%}
+  {#- The project's own events may be read through the per-day state (macros/daily_state.sql). -#}
+  {%- set use_state = events is none and daily_state_available('int_events_as_of') -%}
   {%- set events = events if events is not none else ref('int_events_as_of') -%}
   {%- set users = users if users is not none else ref('int_users_seen') -%}
 
@@ -257,12 +390,22 @@
     {#- Its event types and properties must be in the tracking plan (tracking_plan.sql; compile time only). -#}
     {%- do tracking_plan_check_property_declaration(p) -%}
   {%- endfor -%}
+  {%- if properties | selectattr('time_zone', 'defined') | selectattr('time_zone', 'equalto', 'user') | list -%}
+    {%- set time_zones = time_zones if time_zones is not none else ref('int_user_time_zones') -%}
+  {%- endif -%}
+  {%- set from_state = [] -%}
+  {%- if use_state -%}
+    {#- The declarations go to config.meta so that the state model keeps their per-day state. -#}
+    {%- do config(meta={'computed_properties': properties}) -%}
+    {%- for p in properties if computed_property_state(p) is not none -%}{%- do from_state.append(p) -%}{%- endfor -%}
+  {%- endif -%}
 
   {#- First / last value are aggregates too (arg_min / arg_max). Distinct counts get their own distinct
       subquery: DuckDB's count(distinct) filter (...) inside the grouped scan was ~4x slower. -#}
   {%- set grouped_kinds = ['event_count', 'aggregate', 'first_value', 'last_value'] -%}
-  {%- set grouped = properties | selectattr('kind', 'in', grouped_kinds) | list -%}
-  {%- set ranked = properties | rejectattr('kind', 'in', grouped_kinds) | list -%}
+  {%- set read_events = properties | reject('in', from_state) | list -%}
+  {%- set grouped = read_events | selectattr('kind', 'in', grouped_kinds) | list -%}
+  {%- set ranked = read_events | rejectattr('kind', 'in', grouped_kinds) | list -%}
   {%- set needs_first_seen = grouped | selectattr('within.kind', 'equalto', 'within_first') | list | length > 0 -%}
   {%- set all_events = [] -%}
   {%- for p in grouped -%}{%- for e in p.events -%}{%- do all_events.append(e) -%}{%- endfor -%}{%- endfor -%}
@@ -328,6 +471,34 @@ grouped_properties as (
         ) as counted_values
     ) as ranked_values
     where value_rank = 1
+    {%- elif p.kind in property_time_bucket_kinds() %}
+
+    -- {{ p.label }}: the {{ 'hour of the day' if p.kind == 'preferred_hour' else 'ISO day of the week' }}
+    -- ({{ "each user's own zone" if p.time_zone == 'user' else 'UTC' }}) with the most {{ p.unit }}; ties go to the earliest.
+    {%- if p.unit != 'events' %}
+    -- A unit counts once in every {{ 'hour' if p.kind == 'preferred_hour' else 'day' }} one of its matching events fell in.
+    {%- endif %}
+    select user_id, property_value
+    from (
+        select
+            user_id,
+            property_value,
+            row_number() over (partition by user_id order by unit_count desc, property_value) as value_rank
+        from (
+            select user_id, property_value, count(*) as unit_count
+            from (
+                select {% if p.unit != 'events' %}distinct {% endif %}user_id, {{ property_time_bucket_sql(p) }} as property_value
+                {%- if p.unit != 'events' %}, {{ property_unit_key_sql(p) }} as unit_key{% endif %}
+                {{ property_events_from(events, users, p.within.kind == 'within_first', time_zones if p.time_zone == 'user' else none) }}
+                where {{ property_condition_sql(p) }}
+                {%- if p.unit == 'sessions' %}
+                  and session_id is not null
+                {%- endif %}
+            ) as units
+            group by user_id, property_value
+        ) as counted_units
+    ) as ranked_units
+    where value_rank = 1
     {%- else %}
 
     {% if p.kind == 'unique_count' -%}
@@ -348,12 +519,19 @@ grouped_properties as (
 
 )
 {%- endfor %}
+{%- for p in from_state %},
+
+{{ p.name }}_values as (
+{{ computed_property_state_sql(p) }}
+)
+{%- endfor %}
 
 select
     property_users.user_id
     {%- for p in properties %},
     {%- set column = ('grouped_properties.' ~ p.name) if p in grouped else (p.name ~ '_values.property_value') -%}
     {%- set empty = property_empty_value(p) %}
+    {%- set column = property_finish_sql(p, column) %}
     cast({% if empty is not none %}coalesce({{ column }}, {{ empty }}){% else %}{{ column }}{% endif %} as {{ property_data_type(p) }}) as {{ p.name }}
     {%- endfor %}
 
@@ -361,7 +539,7 @@ from property_users
 {%- if grouped %}
 left join grouped_properties on property_users.user_id = grouped_properties.user_id
 {%- endif %}
-{%- for p in ranked %}
+{%- for p in ranked + from_state %}
 left join {{ p.name }}_values on property_users.user_id = {{ p.name }}_values.user_id
 {%- endfor %}
 {%- endmacro %}

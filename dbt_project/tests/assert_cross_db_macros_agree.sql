@@ -87,6 +87,18 @@ scalar_cases as (
     union all select 'seconds between', cast({{ cohortflow_seconds_between("timestamp '2024-03-09 23:59:59.5'", "timestamp '2024-03-10 00:00:00'") }} as varchar), cast(cast(0.5 as double precision) as varchar)
     union all select 'date spine days', cast((select count(*) from {{ cohortflow_date_spine("timestamp '2024-02-27 10:00:00'", "timestamp '2024-03-01 00:00:00'") }} as spine) as varchar), '4'
     union all select 'date spine last day', cast((select max(day) from {{ cohortflow_date_spine("'2024-02-27'", "'2024-03-01'") }} as spine) as varchar), '2024-03-01'
+    -- Local time of a UTC instant, daylight saving time included: London is UTC+0 in winter, UTC+1 from
+    -- 2024-03-31 01:00 UTC; New York skips 02:00-03:00 local on 2024-03-10 (07:00 UTC is 03:00 EDT);
+    -- Tokyo (UTC+9, no DST) is already on the next day; the zone may be any expression.
+    union all select 'local London March', cast({{ cohortflow_utc_to_local("timestamp '2024-03-01 19:30:00'", "'Europe/London'") }} as varchar), cast(timestamp '2024-03-01 19:30:00' as varchar)
+    union all select 'local London July', cast({{ cohortflow_utc_to_local("timestamp '2024-07-01 19:30:00'", "'Europe/London'") }} as varchar), cast(timestamp '2024-07-01 20:30:00' as varchar)
+    union all select 'local London at the change', cast({{ cohortflow_utc_to_local("timestamp '2024-03-31 01:00:00'", "'Europe/London'") }} as varchar), cast(timestamp '2024-03-31 02:00:00' as varchar)
+    union all select 'local London before the change', cast({{ cohortflow_utc_to_local("timestamp '2024-03-31 00:59:59.5'", "'Europe/London'") }} as varchar), cast(timestamp '2024-03-31 00:59:59.5' as varchar)
+    union all select 'local New York after the gap', cast({{ cohortflow_utc_to_local("timestamp '2024-03-10 07:00:00'", "'America/New_York'") }} as varchar), cast(timestamp '2024-03-10 03:00:00' as varchar)
+    union all select 'local Tokyo next day', cast({{ cohortflow_iso_day_of_week(cohortflow_utc_to_local("timestamp '2024-03-10 20:00:00'", "lower('Asia/Tokyo')")) }} as varchar), '1'
+    union all select 'local hour Tokyo', cast({{ cohortflow_hour(cohortflow_utc_to_local("timestamp '2024-03-10 20:00:00'", "'Asia/Tokyo'")) }} as varchar), '5'
+    union all select 'zone names know London and UTC', cast((select count(*) from {{ cohortflow_time_zone_names() }} as zones where name in ('Europe/London', 'UTC')) as varchar), '2'
+    union all select 'zone names do not know Mars', cast((select count(*) from {{ cohortflow_time_zone_names() }} as zones where lower(name) = 'mars/olympus_mons') as varchar), '0'
 
 )
 

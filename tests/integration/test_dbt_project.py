@@ -24,7 +24,7 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
 # What Python code may rely on (column order included): the contracts of the marts and cohort tables.
 USER_PROPERTIES_COLUMNS = [
-    "user_id", "email", "phone", "country", "has_marketing_consent", "first_seen_at", "last_seen_at",
+    "user_id", "email", "phone", "country", "time_zone", "has_marketing_consent", "first_seen_at", "last_seen_at",
     "days_since_last_active", "event_count_30d", "session_count_30d", "order_count", "revenue_lifetime",
     "revenue_90d", "average_order_value", "favourite_category", "preferred_hour_of_day",
     # built-ins added with the property language (issue 3)
@@ -33,6 +33,9 @@ USER_PROPERTIES_COLUMNS = [
     "view_count_7d", "high_value_view_count_30d", "items_purchased_90d", "max_price_viewed_30d",
     "first_purchased_category", "last_viewed_item_id", "most_viewed_category_30d", "categories_purchased",
     "platforms_used", "distinct_items_viewed_30d",
+    # the time of the event itself and the right time to reach a buyer
+    "first_purchase_at", "last_purchase_at", "days_since_last_purchase", "preferred_purchase_hour_local",
+    "preferred_purchase_hour_utc", "preferred_purchase_day_of_week",
     "computed_at",
 ]
 COHORT_MEMBERSHIPS_COLUMNS = ["cohort_id", "user_id", "entered_at"]
@@ -83,7 +86,7 @@ def load_hand_events(warehouse: Path) -> None:
                 json_object(
                     'email', email, 'phone', phone, 'country', country,
                     'has_marketing_consent', cast(has_marketing_consent as boolean),
-                    'created_at', created_at
+                    'created_at', created_at, 'time_zone', time_zone
                 ) as user_properties,
                 timezone('UTC', cast(created_at as timestamptz)) as updated_at,
                 'csv' as source_format,

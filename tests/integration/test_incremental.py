@@ -7,6 +7,11 @@ build a copy of the same warehouse is rebuilt with `--full-refresh` at the same 
 table and view of the marts, cohorts and intermediate schemas (found in the warehouse, not listed
 here) must hold the same rows. Finally the incremental warehouse is built at the earlier T1 again:
 it must give the full rebuild's time-travel answer, late events included.
+
+The per-day state (int_user_daily_state, macros/daily_state.sql) is part of what is compared, and a
+second test checks that reading it gives, at many as_of moments (mid-day, exactly midnight, a
+microsecond either side, in the past), exactly what reading every event gives (`cohortflow_daily_state:
+false`).
 """
 
 from __future__ import annotations
@@ -42,14 +47,14 @@ T3 = "2025-03-04 00:00:00"
 pytestmark = pytest.mark.slow  # seven dbt invocations on a few hundred users, ~5 s each
 
 
-def run_dbt(args: list[str], warehouse: Path, scratch: Path, as_of: str) -> str:
+def run_dbt(args: list[str], warehouse: Path, scratch: Path, as_of: str, **extra_vars: Any) -> str:
     """Run the venv's dbt against `warehouse` at `as_of` with its own target / log folders; return stdout."""
     dbt = Path(sys.executable).parent / "dbt"
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     result = subprocess.run(
         [
             str(dbt), *args,
-            "--vars", json.dumps({"warehouse": str(warehouse), "as_of": as_of}),
+            "--vars", json.dumps({"warehouse": str(warehouse), "as_of": as_of, **extra_vars}),
             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
             "--target-path", str(scratch / "target"), "--log-path", str(scratch / "logs"),
         ],
@@ -192,3 +197,27 @@ def test_incremental_builds_equal_full_rebuilds_and_time_travel(data_sets: dict[
     at_t1_now = snapshot(warehouse)
     assert_same_tables(at_t1_now, full_refresh_copy(warehouse, tmp_path / "full_t1", T1))
     assert len(at_t1_now["intermediate.int_events_as_of"]) > len(at_t1_before_late_events["intermediate.int_events_as_of"])
+
+
+# Moments that put the windows' edges everywhere: mid-day, exactly on midnight (the start day of a
+# last(N, 'days') window is then a whole day), a microsecond either side of it, and well in the past.
+STATE_MOMENTS = ("2025-03-02 12:00:00", "2025-03-03 00:00:00", "2025-03-02 23:59:59.999999",
+                 "2025-03-03 00:00:00.000001", "2025-02-10 07:30:00")
+
+
+def test_the_per_day_state_gives_what_reading_every_event_gives(data_sets: dict[str, Path], tmp_path: Path) -> None:
+    state = tmp_path / "state" / "cohortflow.duckdb"
+    state.parent.mkdir()
+    ingest_events(state, data_sets["base"], datetime(2025, 3, 10), with_users=True)
+    ingest_events(state, data_sets["late"], datetime(2025, 3, 11))
+    events = tmp_path / "events" / "cohortflow.duckdb"
+    events.parent.mkdir()
+    shutil.copyfile(state, events)
+    for moment in STATE_MOMENTS:
+        run_dbt(["run"], state, state.parent, moment)
+        run_dbt(["run"], events, events.parent, moment, cohortflow_daily_state=False)
+        read_state, read_events = snapshot(state), snapshot(events)
+        for table in ("intermediate.int_user_daily_state", "intermediate.int_user_daily_state_values"):
+            assert read_state.pop(table)  # the state is there to be read...
+            read_events.pop(table)  # ...and the reference reading ignores it
+        assert_same_tables(read_state, read_events)

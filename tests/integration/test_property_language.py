@@ -129,6 +129,31 @@ BAD_DECLARATIONS = [
     ("float_noise_in_a_list",
      "event_count('p', 'purchase', where=[where('price', 'in', [10, 0.30000000000000004])])",
      "where('price') value: 0.30000000000000004 has more than 6 decimal places"),
+    # Properties on the event time: the messages name the constructor the user wrote, not what it compiles to.
+    ("unknown_unit",
+     "preferred_hour('p', 'purchase', unit='visits')",
+     "preferred_hour('p') unit: unknown unit 'visits' (use one of events, orders, sessions)"),
+    ("unit_in_the_singular",
+     "preferred_day_of_week('p', 'purchase', unit='order')",
+     "preferred_day_of_week('p') unit: unknown unit 'order' (use one of events, orders, sessions)"),
+    ("time_zone_as_a_zone_name",
+     "preferred_hour('p', 'purchase', time_zone='Europe/London')",
+     "preferred_hour('p') time_zone: unknown time_zone 'Europe/London' (use 'utc', or 'user' for each user's own zone"),
+    ("time_zone_missing",
+     "preferred_day_of_week('p', 'purchase', time_zone=none)",
+     "preferred_day_of_week('p') time_zone: unknown time_zone 'None'"),
+    ("days_since_without_event",
+     "days_since('p')",
+     "days_since('p') event: missing event"),
+    ("first_time_with_a_bad_window",
+     "first_time('p', 'purchase', within='7 days')",
+     "first_time('p') within: expected last(...)"),
+    ("last_time_name_not_snake_case",
+     "last_time('Last Purchase', 'purchase')",
+     "last_time(name): property name Last Purchase must be a lower_snake_case identifier"),
+    ("preferred_hour_without_event",
+     "preferred_hour('p', unit='orders')",
+     "preferred_hour('p') event: missing event"),
 ]
 
 
@@ -188,6 +213,36 @@ def test_a_valid_declaration_parses(tmp_path: Path) -> None:
     assert result.success, str(result.exception)
 
 
+def test_the_event_time_constructors_parse_with_every_unit_and_time_zone(tmp_path: Path) -> None:
+    """first_time / last_time / days_since / preferred_* with each unit and zone (any case) are declarations."""
+    from dbt.cli.main import dbtRunner
+
+    shutil.copytree(MACROS_DIR, tmp_path / "macros")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "dbt_project.yml").write_text(
+        "name: good_times\nversion: '0.1.0'\nprofile: good_times\nconfig-version: 2\n"
+        "vars: {as_of: '2024-03-10T12:00:00Z'}\nflags: {send_anonymous_usage_stats: false}\n"
+    )
+    (tmp_path / "profiles.yml").write_text(
+        "good_times:\n  target: duckdb\n  outputs:\n"
+        f"    duckdb: {{type: duckdb, path: '{tmp_path / 'unused.duckdb'}', threads: 1}}\n"
+    )
+    (tmp_path / "models" / "user_times.sql").write_text(
+        "{{ computed_properties(["
+        "first_time('a', 'purchase', within=last(7, 'days')), last_time('b', ['purchase', 'view_item']),"
+        " days_since('c', '*', where=[where('price', '>', 0)]),"
+        " preferred_hour('d', 'purchase'), preferred_hour('e', 'purchase', unit='orders', time_zone='user'),"
+        " preferred_day_of_week('f', '*', unit='sessions', time_zone='UTC'),"
+        " preferred_day_of_week('g', 'purchase', unit='events', time_zone='User', within=within_first(7, 'days'))"
+        "], events='events', users='users', time_zones='zones') }}\n"
+    )
+    result = dbtRunner().invoke([
+        "parse", "--project-dir", str(tmp_path), "--profiles-dir", str(tmp_path), "--no-partial-parse",
+        "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--quiet",
+    ])
+    assert result.success, str(result.exception)
+
+
 # --------------------------------------------------------------------- names checked against the tracking plan
 
 # (model file name, the declaration, text the error must contain besides the model name). Checked against the
@@ -217,6 +272,19 @@ UNKNOWN_NAMES = [
     ("aggregate_of_a_string",
      "aggregate('p', 'sum', 'platform', event='session_start')",
      ["aggregate('p') property: 'platform' is string in the tracking plan"]),
+    # The event-time constructors go through the same checks.
+    ("first_time_of_an_unknown_event",
+     "first_time('p', 'purchse')",
+     ["first_time('p') event: unknown event type 'purchse'", "did you mean 'purchase'?"]),
+    ("days_since_with_an_unknown_where",
+     "days_since('p', 'view_item', where=[where('prise', '>=', 10)])",
+     ["days_since('p') where('prise'): unknown property 'prise' of view_item", "did you mean 'price'?"]),
+    ("preferred_hour_of_an_unknown_event",
+     "preferred_hour('p', ['purchase', 'sesion_start'], unit='sessions')",
+     ["preferred_hour('p') event: unknown event type 'sesion_start'", "did you mean 'session_start'?"]),
+    ("preferred_day_with_a_property_of_another_event",
+     "preferred_day_of_week('p', 'view_item', unit='orders', where=[where('platform', '=', 'iOS')])",
+     ["preferred_day_of_week('p') where('platform'): unknown property 'platform' of view_item", "declared for session_start"]),
 ]
 # The issue's examples, and properties the plan declares: these compile (and run on the stand-in events).
 KNOWN_NAMES = (
@@ -225,7 +293,11 @@ KNOWN_NAMES = (
     "unique_list('platforms', 'platform', event='session_start'), "
     "aggregate('discount', 'sum', 'price', event=['view_item', 'purchase'], where=[where('country', '=', 'France')]), "
     "unique_count('plans', 'plan', event='*'), "
-    "event_count('views', 'view_item', where=[where('event_at', '>=', '2024-03-01'), where('session_id', '=', 1)])"
+    "event_count('views', 'view_item', where=[where('event_at', '>=', '2024-03-01'), where('session_id', '=', 1)]), "
+    "first_time('first_purchase', 'purchase'), last_time('last_purchase', 'purchase'), "
+    "days_since('days_since_purchase', 'purchase', where=[where('country', '=', 'France')]), "
+    "preferred_hour('purchase_hour', 'purchase', unit='orders'), "
+    "preferred_day_of_week('session_day', '*', unit='sessions')"
 )
 STAND_IN_EVENTS = (
     "select 'e1' as event_id, 'u1' as user_id, cast(null as varchar) as device_id, 'purchase' as event_type,\n"

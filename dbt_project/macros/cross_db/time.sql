@@ -8,6 +8,13 @@
                                          like dbt.datediff), as double precision
     cohortflow_date_spine(start, end)    a FROM-able subquery: one row per day, column `day` (date),
                                          from the day of start to the day of end, both included
+    cohortflow_utc_to_local(ts, zone)    the wall-clock time in the IANA zone `zone` (a SQL expression,
+                                         e.g. a column: 'Europe/London') of the UTC timestamp `ts`, as a
+                                         timestamp without zone; daylight saving time applied (the zone's
+                                         rules on that date). The zone must be a known one (below): an
+                                         unknown name is an error on both engines.
+    cohortflow_time_zone_names()         a FROM-able subquery: one row per zone name the engine knows,
+                                         column `name` (DuckDB: ICU's list; Postgres: its tz database)
 
   Write interval literals as `interval '30 days'` (both engines), never DuckDB's `interval 30 day`.
 -#}
@@ -42,4 +49,33 @@
   (select cast(spine_day as date) as day
    from generate_series(cast(cast({{ start_date }} as date) as timestamp),
                    cast(cast({{ end_date }} as date) as timestamp), interval '1 day') as spine(spine_day))
+{%- endmacro %}
+
+
+{% macro cohortflow_utc_to_local(ts, time_zone) -%}
+  {{- return(adapter.dispatch('cohortflow_utc_to_local', 'cohortflow')(ts, time_zone)) -}}
+{%- endmacro %}
+
+{#- DuckDB (ICU): timezone('UTC', ts) reads the naive ts as UTC, whatever the session zone; timezone(zone,
+    timestamptz) gives the wall clock there. -#}
+{% macro duckdb__cohortflow_utc_to_local(ts, time_zone) -%}
+  timezone({{ time_zone }}, timezone('UTC', {{ ts }}))
+{%- endmacro %}
+
+{#- Standard SQL (Postgres): timestamp AT TIME ZONE 'UTC' is the instant, timestamptz AT TIME ZONE zone its wall clock there. -#}
+{% macro default__cohortflow_utc_to_local(ts, time_zone) -%}
+  (({{ ts }}) at time zone 'UTC') at time zone ({{ time_zone }})
+{%- endmacro %}
+
+
+{% macro cohortflow_time_zone_names() -%}
+  {{- return(adapter.dispatch('cohortflow_time_zone_names', 'cohortflow')()) -}}
+{%- endmacro %}
+
+{% macro duckdb__cohortflow_time_zone_names() -%}
+  (select cast(name as varchar) as name from pg_timezone_names())
+{%- endmacro %}
+
+{% macro default__cohortflow_time_zone_names() -%}
+  (select cast(name as varchar) as name from pg_timezone_names)
 {%- endmacro %}

@@ -1,9 +1,10 @@
 -- Per user with at least one event up to as_of: when they were active, how much recently, and
 -- at which hour of day and on which day of the week they usually act (send-time personalisation).
 --
--- Cost: only the hour of day needs every event. First / last event and the day of the week come
--- from the per-day aggregates (int_user_daily_activity_as_of, ~30x fewer rows); the 30-day counts
--- read only the last 30 days of events.
+-- Cost: nothing here reads every event. First / last event and the day of the week come from the
+-- per-day aggregates (int_user_daily_activity_as_of); the hour of day, the 30-day events and
+-- sessions from the per-day state (macros/daily_state.sql), which reads events only for the as_of
+-- day and the day the 30-day window starts in.
 
 with daily_activity as (
 
@@ -14,13 +15,9 @@ with daily_activity as (
 
 events_per_hour as (
 
-    select
-        user_id,
-        cast(extract(hour from event_at) as integer) as hour_of_day,
-        count(*) as event_count
-
-    from {{ ref('int_events_as_of') }}
-    group by user_id, cast(extract(hour from event_at) as integer)
+    select user_id, cast(property_value as integer) as hour_of_day, sum(value_count) as event_count
+    from ({{ daily_state_window_values(builtin_states().event_hours, ever()) }}) as hour_days
+    group by user_id, cast(property_value as integer)
 
 ),
 
@@ -66,32 +63,20 @@ preferred_weekdays as (
 
 ),
 
-recent_events as (
-
-    select user_id, session_id
-    from {{ ref('int_events_as_of') }}
-    where {{ is_within_last('event_at', 30, 'day') }}
-
-),
-
 recent_counts as (
 
-    select user_id, count(*) as event_count_30d
-    from recent_events
+    select user_id, sum(event_count) as event_count_30d
+    from ({{ daily_state_window_rows(builtin_states().any_event, last(30, 'days')) }}) as recent_days
     group by user_id
 
 ),
 
 recent_sessions as (
 
-    -- Distinct sessions as a distinct subquery: several times faster than count(distinct) in DuckDB.
-    -- Events without a session are not a session.
-    select user_id, count(*) as session_count_30d
-    from (
-        select distinct user_id, session_id
-        from recent_events
-        where session_id is not null
-    ) as sessions
+    -- Distinct sessions across the days (a session over midnight counts once); events without a
+    -- session are not a session.
+    select user_id, count(distinct property_value) as session_count_30d
+    from ({{ daily_state_window_values(builtin_states().sessions, last(30, 'days')) }}) as session_days
     group by user_id
 
 ),

@@ -1,4 +1,6 @@
 -- Per user with a purchase or a cancellation up to as_of: orders and net revenue.
+-- Net revenue (purchases minus cancellations, exact) comes from the per-day state
+-- (macros/daily_state.sql, state `net_revenue`): lifetime and the last 90 days.
 
 with orders_per_user as (
 
@@ -8,33 +10,27 @@ with orders_per_user as (
 
 ),
 
-revenue_lines as (
+revenue_lifetime as (
 
-    select
-        user_id,
-        event_at,
-        -- A cancellation always lowers revenue, whatever sign its source used.
-        case
-            when event_type = 'purchase' then revenue
-            else -abs(revenue)
-        end as net_revenue
+    select user_id, sum(input_sum) as revenue_lifetime
+    from ({{ daily_state_window_rows(builtin_states().net_revenue, ever()) }}) as revenue_days
+    group by user_id
 
-    from {{ ref('int_events_as_of') }}
-    where event_type in ('purchase', 'cancel_purchase')
-      and revenue is not null
+),
+
+revenue_90d as (
+
+    select user_id, sum(input_sum) as revenue_90d
+    from ({{ daily_state_window_rows(builtin_states().net_revenue, last(90, 'days')) }}) as revenue_days
+    group by user_id
 
 ),
 
 revenue_per_user as (
 
-    select
-        user_id,
-        -- Exact decimal sums (macros/money.sql).
-        sum(net_revenue) as revenue_lifetime,
-        coalesce(sum(net_revenue) filter (where {{ is_within_last('event_at', 90, 'day') }}), 0) as revenue_90d
-
-    from revenue_lines
-    group by user_id
+    select revenue_lifetime.user_id, revenue_lifetime.revenue_lifetime, coalesce(revenue_90d.revenue_90d, 0) as revenue_90d
+    from revenue_lifetime
+    left join revenue_90d on revenue_90d.user_id = revenue_lifetime.user_id
 
 )
 

@@ -40,6 +40,12 @@ rfm_scores as (
 
 ),
 
+time_zones as (
+
+    select * from {{ ref('int_user_time_zones') }}
+
+),
+
 computed_properties as (
 
     select * from {{ ref('int_user_computed_properties') }}
@@ -51,6 +57,8 @@ select
     cast(attributes.email as varchar) as email,
     cast(attributes.phone as varchar) as phone,
     cast(attributes.country as varchar) as country,
+    -- The zone of the local-time properties: a user without attributes is read in UTC there too.
+    cast(coalesce(time_zones.time_zone, 'UTC') as varchar) as time_zone,
     cast(coalesce(attributes.has_marketing_consent, false) as boolean) as has_marketing_consent,
     cast(users_seen.first_seen_at as timestamp) as first_seen_at,
     cast(users_seen.last_seen_at as timestamp) as last_seen_at,
@@ -88,4 +96,5 @@ left join activity on users_seen.user_id = activity.user_id
 left join purchases on users_seen.user_id = purchases.user_id
 left join favourite_categories on users_seen.user_id = favourite_categories.user_id
 left join rfm_scores on users_seen.user_id = rfm_scores.user_id
+left join time_zones on users_seen.user_id = time_zones.user_id
 left join computed_properties on users_seen.user_id = computed_properties.user_id
