@@ -454,14 +454,14 @@ def _template() -> dict[str, Any]:
                 "with its type and description. Declared in this file under config.meta.tracking_plan; "
                 "cohort and property macros check every name against it at compile time."),
             "config": {
-                "materialized": "table",
+                "materialized": "view",
                 "contract": {"enforced": True},
                 "tags": ["staging"],
                 "meta": {"owner": "analytics-engineering"},
             },
             "columns": [
                 {"name": "event_type", "data_type": "varchar", "description": "An event type of the plan.",
-                 "constraints": [{"type": "not_null"}]},
+                 "data_tests": ["not_null"]},
                 {"name": "property", "data_type": "varchar",
                  "description": "A property of that event type; NULL on the event type's own row."},
                 {"name": "data_type", "data_type": "varchar",

@@ -471,28 +471,7 @@ class SyncPlan:
         Each read is fully fetched before its batches are yielded, so the caller may write to the
         warehouse (mark batches, write the outbox) between batches.
         """
-        index = 0
-        while index < len(planned):
-            window = [planned[index]]
-            records = len(planned[index])
-            while index + len(window) < len(planned):
-                following = planned[index + len(window)]
-                # One read covers contiguous positions only (a filtered plan may leave gaps).
-                if following.low != window[-1].high + 1 or records + len(following) > fetch_size:
-                    break
-                records += len(following)
-                window.append(following)
-            index += len(window)
-            chunk = self._con.sql(self._window_query(window[0].low, window[-1].high)).to_arrow_table()
-            offset = 0
-            for pb in window:
-                part = chunk.slice(offset, len(pb))
-                offset += len(pb)
-                keys = tuple(part.column(0).to_pylist())
-                yield pb, ChangeBatch(
-                    operation=pb.operation, sequence=pb.sequence, keys=keys,
-                    records=part.remove_column(0), idempotency_key=pb.key, created_at=pb.created_at,
-                )
+        yield from read_planned_batches(self._con, planned, self._window_query, fetch_size=fetch_size)
 
     def batches(
         self,
@@ -710,6 +689,42 @@ class SyncPlan:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def read_planned_batches(
+    con: duckdb.DuckDBPyConnection,
+    planned: Sequence[PlannedBatch],
+    window_query: Callable[[int, int], str],
+    *,
+    fetch_size: int = FETCH_SIZE,
+) -> Iterator[tuple[PlannedBatch, ChangeBatch]]:
+    """Read planned batches in larger reads and cut them into :class:`ChangeBatch` es.
+
+    ``window_query(low, high)`` selects ``_cf_record_key`` and the fields of send positions
+    ``low..high`` in send order. One read covers contiguous positions (a filtered plan may leave
+    gaps) up to ``fetch_size`` records, or one batch; it is fetched whole before its batches are
+    yielded, so the caller may write to the warehouse between batches.
+    """
+    index = 0
+    while index < len(planned):
+        window = [planned[index]]
+        records = len(planned[index])
+        while index + len(window) < len(planned):
+            following = planned[index + len(window)]
+            if following.low != window[-1].high + 1 or records + len(following) > fetch_size:
+                break
+            records += len(following)
+            window.append(following)
+        index += len(window)
+        chunk = con.sql(window_query(window[0].low, window[-1].high)).to_arrow_table()
+        offset = 0
+        for pb in window:
+            part = chunk.slice(offset, len(pb))
+            offset += len(pb)
+            yield pb, ChangeBatch(
+                operation=pb.operation, sequence=pb.sequence, keys=tuple(part.column(0).to_pylist()),
+                records=part.remove_column(0), idempotency_key=pb.key, created_at=pb.created_at,
+            )
 
 
 def relabel_outbox_rows(con: duckdb.DuckDBPyConnection, sync_id: str, old_key: str, new_key: str, keys_sql: str) -> None:

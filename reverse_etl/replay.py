@@ -44,6 +44,7 @@ from reverse_etl.plan import (
     PlannedBatch,
     mark_spans,
     quote_identifier,
+    read_planned_batches,
     relabel_outbox_rows,
     source_query,
     struct_type,
@@ -137,26 +138,14 @@ class ReplayPlan:
         """Rebuild each batch from the outbox: its records in their places, cast back to the types sent."""
         rec = f"r.record::{struct_type(self.fields)}"
         columns = ", ".join(f"x.rec.{quote_identifier(f.name)} as {quote_identifier(f.name)}" for f in self.fields)
-        index = 0
-        while index < len(planned):
-            window = [planned[index]]
-            records = len(planned[index])
-            while index + len(window) < len(planned) and records + len(planned[index + len(window)]) <= fetch_size:
-                records += len(planned[index + len(window)])
-                window.append(planned[index + len(window)])
-            index += len(window)
-            chunk = self._con.sql(
+
+        def window_query(low: int, high: int) -> str:
+            return (
                 f"select x.record_key as _cf_record_key, {columns} from (select r.record_key, r.send_seq, {rec} as rec "
-                f"from {self._table} r where r.send_seq between {window[0].low} and {window[-1].high}) x order by x.send_seq"
-            ).to_arrow_table()
-            offset = 0
-            for pb in window:
-                part = chunk.slice(offset, len(pb))
-                offset += len(pb)
-                yield pb, ChangeBatch(
-                    operation=pb.operation, sequence=pb.sequence, keys=tuple(part.column(0).to_pylist()),
-                    records=part.remove_column(0), idempotency_key=pb.key, created_at=pb.created_at,
-                )
+                f"from {self._table} r where r.send_seq between {low} and {high}) x order by x.send_seq"
+            )
+
+        yield from read_planned_batches(self._con, planned, window_query, fetch_size=fetch_size)
 
     def write_outbox(self, **_: object) -> int:
         """Nothing to write: replayed batches are in the outbox already."""

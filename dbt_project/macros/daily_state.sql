@@ -663,10 +663,15 @@ select * from state_rows
 {#- The state a computed property reads, or none when it reads the events (a within_first window). -#}
 {% macro computed_property_state(p) -%}
   {%- if not daily_state_window_ok(p.within) -%}{{- return(none) -}}{%- endif -%}
-  {#- preferred_hour / preferred_day_of_week (properties.sql) count distinct orders / sessions per hour or
-      local day, which per-day partials cannot add up: they read the events. -#}
-  {%- if p.kind in property_time_bucket_kinds() -%}{{- return(none) -}}{%- endif -%}
   {%- set events = [] if p.events[0] == '*' else p.events -%}
+  {%- if p.kind in property_time_bucket_kinds() -%}
+    {#- preferred_hour / preferred_day_of_week: per day, the UTC quarter-hours the user acted in (and the
+        unit: order or session), turned into a local hour or weekday when read. Every zone's offset is a
+        whole number of quarter-hours and zones change offset on the hour, so this is exact. -#}
+    {%- set quarter = "lpad(cast(cast(extract(hour from event_at) as integer) * 4 + cast(floor(extract(minute from event_at) / 15) as integer) as varchar), 2, '0')" -%}
+    {%- set input = quarter if p.unit == 'events' else quarter ~ " || '|' || cast(" ~ property_unit_key_sql(p) ~ " as varchar)" -%}
+    {{- return(daily_state(events, p.where, input, 'text', values=true)) -}}
+  {%- endif -%}
   {%- if p.kind == 'event_count' or p.property == 'event_at' -%}
     {{- return(daily_state(events, p.where)) -}}
   {%- elif p.kind == 'aggregate' -%}
@@ -683,9 +688,42 @@ select * from state_rows
   One property's CTE body over the per-day state: (user_id, property_value) for the users with a
   value; computed_properties() adds the empty values and the column type, as for the event reading.
 -#}
-{% macro computed_property_state_sql(p, events=none) -%}
+{% macro computed_property_state_sql(p, events=none, time_zones=none) -%}
   {%- set s = computed_property_state(p) -%}
-  {%- if p.kind in ('most_frequent', 'unique_list', 'unique_count') -%}
+  {%- if p.kind in property_time_bucket_kinds() -%}
+    {%- set start = "cast(activity_date as timestamp)" -%}
+    {%- set at = dbt.dateadd('minute', "15 * cast(" ~ dbt.split_part('property_value', "'|'", 1) ~ " as integer)", start) -%}
+    {%- set at = cohortflow_utc_to_local(at, 'user_time_zone') if p.time_zone == 'user' else at -%}
+    {%- set bucket = cohortflow_hour(at) if p.kind == 'preferred_hour' else cohortflow_iso_day_of_week(at) %}
+    -- {{ p.label }} from the per-day state (state {{ s.id }}): per day the UTC quarter-hours with {{ p.unit }},
+    -- each in the {{ "user's zone" if p.time_zone == 'user' else 'UTC' }}; ties go to the earliest.
+    select user_id, property_value
+    from (
+        select user_id, property_value,
+               row_number() over (partition by user_id order by unit_count desc, property_value) as value_rank
+        from (
+            {%- if p.unit == 'events' %}
+            select user_id, bucket as property_value, sum(value_count) as unit_count
+            {%- else %}
+            select user_id, bucket as property_value, count(distinct unit_key) as unit_count
+            {%- endif %}
+            from (
+                select value_days.user_id, value_days.value_count,
+                       {{ dbt.split_part('property_value', "'|'", 2) if p.unit != 'events' else 'null' }} as unit_key,
+                       {{ bucket }} as bucket
+                from (
+                    select value_days.*{% if p.time_zone == 'user' %}, coalesce(user_time_zones.time_zone, 'UTC') as user_time_zone{% endif %}
+                    from ({{ daily_state_window_values(s, p.within, events) }}) as value_days
+                    {%- if p.time_zone == 'user' %}
+                    left join {{ time_zones }} as user_time_zones on user_time_zones.user_id = value_days.user_id
+                    {%- endif %}
+                ) as value_days
+            ) as buckets
+            group by user_id, bucket
+        ) as counted_units
+    ) as ranked_units
+    where value_rank = 1
+  {%- elif p.kind in ('most_frequent', 'unique_list', 'unique_count') -%}
     {%- set value_days = daily_state_window_values(s, p.within, events) -%}
     {%- if p.kind == 'most_frequent' %}
     -- {{ p.label }} from the per-day state (state {{ s.id }}): the most frequent value, ties alphabetically first

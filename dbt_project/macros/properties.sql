@@ -522,7 +522,7 @@ grouped_properties as (
 {%- for p in from_state %},
 
 {{ p.name }}_values as (
-{{ computed_property_state_sql(p) }}
+{{ computed_property_state_sql(p, time_zones=time_zones) }}
 )
 {%- endfor %}
 
