@@ -406,7 +406,7 @@ def _run_locked(
 
     counters = _Counters()
     plan: SyncPlan | None = None
-    replays: ReplayPlan | None = None
+    replayed_rows = 0
     samples: dict[Operation, tuple[str, ...]] = {}
     # Which batch was on its way when something failed, for the error message.
     in_flight: list[str] = []
@@ -438,7 +438,7 @@ def _run_locked(
             rows_rejected_permanently=counters.rejected_permanently,
             rows_skipped_by_destination=counters.skipped_by_destination,
             rows_held=plan.held if plan else 0,
-            rows_replayed=replays.rows if replays else 0,
+            rows_replayed=replayed_rows,
             rows_excluded_consent=plan.excluded_consent if plan else 0,
             rows_excluded_suppressed=plan.excluded_suppressed if plan else 0,
             note=note,
@@ -511,16 +511,23 @@ def _run_locked(
         if isinstance(destination, RecordDestination):
             # First what earlier runs left unmarked, exactly as it was sent; then the plan, which
             # sees the state those replays leave and sends what changed since under new keys.
-            replays = plan_replays(con, spec, destination, sync_id=sync_id, fields=fields)
-            for skip in replays.skipped:
-                logger.warning(
-                    "sync %s: outbox batch %s (%d records) is not replayed: %s; its records are sent again under new keys",
-                    name, skip.batch_key, skip.records, skip.reason,
-                )
-            if replays.batches and not dry_run:
-                logger.info("sync %s: replaying %d outbox batch(es), %d records", name, replays.batches, replays.rows)
-                with _session(destination, run):
-                    _RecordSender(replays, destination, run, spec, commit, in_flight).send()
+            # In passes: a batch held back by a later one for the same record may become replayable
+            # once that later one was refused without being applied. Every pass settles each batch
+            # it sends (acknowledged or refused), so the passes end.
+            while True:
+                with plan_replays(con, spec, destination, sync_id=sync_id, fields=fields) as replays:
+                    if dry_run or not replays.batches:
+                        replayed_rows += replays.rows
+                        for skip in replays.skipped:
+                            logger.warning(
+                                "sync %s: outbox batch %s (%d records) is not replayed: %s; its records are sent "
+                                "again under new keys", name, skip.batch_key, skip.records, skip.reason,
+                            )
+                        break
+                    logger.info("sync %s: replaying %d outbox batch(es), %d records", name, replays.batches, replays.rows)
+                    replayed_rows += replays.rows
+                    with _session(destination, run):
+                        _RecordSender(replays, destination, run, spec, commit, in_flight).send()
         plan = plan_sync(
             con, spec, destination=destination, full_resync=full_resync, replay=isinstance(destination, RecordDestination)
         )
@@ -575,8 +582,6 @@ def _run_locked(
     finally:
         if plan is not None:
             plan.close()
-        if replays is not None:
-            replays.close()
 
 
 def _primary_key_fields(spec: SyncSpec, fields: Sequence[MappedField]) -> tuple[str, ...]:

@@ -67,6 +67,8 @@ KEY_LENGTH = 32
 STATUS_SENT = "sent"
 STATUS_REJECTED = "rejected"
 STATUS_SKIPPED = "skipped"
+# In the record log: an unmarked send settled by a later acknowledged operation of the record.
+STATUS_SUPERSEDED = "superseded"
 
 
 def quote_identifier(name: str) -> str:
@@ -593,6 +595,7 @@ class SyncPlan:
             "batch_key": pa.array([b.key for b in new], pa.string()),
             "batch_seq": pa.array([b.sequence for b in new], pa.int32()),
             "operation": pa.array([b.operation.value for b in new], pa.string()),
+            "records": pa.array([len(b) for b in new], pa.int32()),
         })
         name = f"_cf_outbox_spans_{uuid.uuid4().hex}"
         self._con.register(name, spans)
@@ -614,7 +617,8 @@ class SyncPlan:
             )
             self._con.execute(
                 f"insert into {STATE_SCHEMA}.sync_outbox_batches (sync_id, sync_name, batch_key, operation, batch_order, "
-                f"created_at, fingerprint) select ?, ?, batch_key, operation, {order} + batch_seq, ?, ? from {name}",
+                f"created_at, fingerprint, records) select ?, ?, batch_key, operation, {order} + batch_seq, ?, ?, records "
+                f"from {name}",
                 [self.sync_id, self.spec.name, created_at, fingerprint],
             )
         finally:
@@ -739,9 +743,17 @@ def relabel_outbox_rows(con: duckdb.DuckDBPyConnection, sync_id: str, old_key: s
     )
     con.execute(
         f"insert into {STATE_SCHEMA}.sync_outbox_batches (sync_id, sync_name, batch_key, operation, batch_order, created_at, "
-        f"fingerprint) select sync_id, sync_name, ?, operation, batch_order, created_at, fingerprint "
+        f"fingerprint, records) select sync_id, sync_name, ?, operation, batch_order, created_at, fingerprint, "
+        f"(select count(*) from {STATE_SCHEMA}.sync_outbox where sync_id = ? and batch_key = ?) "
         f"from {STATE_SCHEMA}.sync_outbox_batches where sync_id = ? and batch_key = ?",
-        [new_key, sync_id, old_key],
+        [new_key, sync_id, new_key, sync_id, old_key],
+    )
+    # What is left of the parent is a batch of its own now (the other part).
+    con.execute(
+        f"update {STATE_SCHEMA}.sync_outbox_batches set records = "
+        f"(select count(*) from {STATE_SCHEMA}.sync_outbox where sync_id = ? and batch_key = ?) "
+        "where sync_id = ? and batch_key = ?",
+        [sync_id, old_key, sync_id, old_key],
     )
 
 
@@ -821,6 +833,19 @@ def mark_spans(
             f"insert into {STATE_SCHEMA}.sync_refused (sync_id, sync_name, record_key, operation, record_hash, status, reason, "
             f"run_id, refused_at) select ?, ?, record_key, operation, record_hash, status, reason, ?, ? from {marked} where refused",
             [sync_id, sync_name, run_id, sent_at],
+        )
+        # Earlier outbox rows an acknowledgement settles were sent (or written to be sent) by a run
+        # that stopped before their answer: they go to the record log as 'superseded', so that "what
+        # happened to user X" still shows a send that may have arrived (with its delivery reason).
+        con.execute(
+            f"insert into {STATE_SCHEMA}.sync_records (sync_id, run_id, sync_name, record_key, operation, status, reason, "
+            "record_hash, batch_key, recorded_at, delivery, replayed) "
+            f"select o.sync_id, o.run_id, o.sync_name, o.record_key, o.operation, '{STATUS_SUPERSEDED}', "
+            "'its run stopped before the answer; a later operation of the record was acknowledged', "
+            f"o.record_hash, o.batch_key, ?, coalesce(o.delivery, 'new'), false from {outbox} o join {marked} m "
+            "on o.record_key = m.record_key where o.sync_id = ? and m.status is null and o.batch_key <> m.batch_key "
+            "and (m.batch_order is null or o.batch_order <= m.batch_order)",
+            [sent_at, sync_id],
         )
         # Acknowledged: every outbox row of the record up to this batch is settled (the destination
         # holds this version; a replayed batch leaves the record's later batches to be replayed).

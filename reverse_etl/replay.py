@@ -17,10 +17,14 @@ plan, which sends them again under new keys as *in doubt* (``sync_records.delive
 * it adds or changes a record whose user has since lost consent or been suppressed (a user who
   opted out is never sent again, not even as a replay);
 * it is larger than the destination's cap today;
-* it repeats a record of an earlier outbox batch;
-* it was written by a version without batch fingerprints.
+* a later outbox batch holds one of its records (the later request may have arrived: sending the
+  older one after it would undo it at a receiver, which would then drop the later one's replay);
+* it is not whole any more (an acknowledgement settled some of its records), or it was written by a
+  version without batch fingerprints.
 
-Batches are replayed in their original order, before anything else of the run.
+Batches are replayed in their original order, before anything else of the run, in passes: a batch
+that a later one blocked becomes replayable if that later one's record was refused without being
+applied; the engine replans after each pass until no batch can be replayed.
 """
 
 from __future__ import annotations
@@ -211,7 +215,7 @@ def plan_replays(
     batches = con.execute(
         f"select o.batch_key, any_value(o.operation), count(*), min(o.batch_order), "
         "min(coalesce(o.batch_position, 0)), any_value(b.fingerprint), any_value(b.created_at), "
-        "count(b.batch_key) = count(*) "
+        "count(b.batch_key) = count(*) and count(*) = any_value(b.records) "
         f"from {STATE_SCHEMA}.sync_outbox o left join {STATE_SCHEMA}.sync_outbox_batches b "
         "on b.sync_id = o.sync_id and b.batch_key = o.batch_key "
         "where o.sync_id = ? group by o.batch_key order by 4, 5, 1",
@@ -236,14 +240,15 @@ def plan_replays(
                 [sync_id],
             ).fetchall()
         }
-    # A record in two outbox batches: only the earliest batch can be replayed as it was (the later
-    # one would repeat the record within one replay); the later one's records are sent anew.
-    repeating = {
+    # A record a later outbox batch also holds: that later request may have arrived, and a receiver
+    # that already applied it would then apply this older one after it (and drop the later one's
+    # replay as a repeat). Only a record's latest batch can go out again under its key.
+    superseded = {
         row[0]
         for row in con.execute(
-            f"select distinct later.batch_key from {STATE_SCHEMA}.sync_outbox earlier join {STATE_SCHEMA}.sync_outbox later "
-            "on later.sync_id = earlier.sync_id and later.record_key = earlier.record_key "
-            "and (later.batch_order > earlier.batch_order or (later.batch_order = earlier.batch_order and later.batch_key > earlier.batch_key)) "
+            f"select distinct earlier.batch_key from {STATE_SCHEMA}.sync_outbox earlier "
+            f"join {STATE_SCHEMA}.sync_outbox later on later.sync_id = earlier.sync_id "
+            "and later.record_key = earlier.record_key and later.batch_order > earlier.batch_order "
             "where earlier.sync_id = ?",
             [sync_id],
         ).fetchall()
@@ -255,15 +260,15 @@ def plan_replays(
         operation = Operation(op)
         reason = None
         if not described or stored_fingerprint is None:
-            reason = "written by an earlier version, without the fingerprint a replay needs"
+            reason = "not whole any more (some of its records were settled), or written by an earlier version"
+        elif key in superseded:
+            reason = "a later outbox batch holds some of its records (only a record's latest request may go again)"
         elif stored_fingerprint != fingerprint:
             reason = "the destination's settings or the shipped fields changed since it was written"
         elif operation not in spec.sync_mode.operations:
             reason = f"mode {spec.sync_mode.value!r} does not send {operation.value} records any more"
         elif key in excluded:
             reason = "it holds a user who has since lost consent or been suppressed"
-        elif key in repeating:
-            reason = "it repeats records of an earlier outbox batch"
         elif cap is not None and count > cap:
             reason = f"it holds {count:,} records, more than the destination takes today ({cap:,})"
         if reason is not None:
@@ -281,3 +286,4 @@ def plan_replays(
         ))
         position += int(count)
     return ReplayPlan(con, spec, sync_id, fields, table, planned, skipped)
+

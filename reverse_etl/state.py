@@ -117,7 +117,8 @@ create table if not exists {STATE_SCHEMA}.sync_outbox_batches (
     operation    varchar   not null,
     batch_order  bigint    not null,
     created_at   timestamp not null,    -- start of the run that made the batch (e.g. the webhook's computed_time)
-    fingerprint  varchar   not null     -- destination kind, location, settings and fields the batch was encoded for
+    fingerprint  varchar   not null,    -- destination kind, location, settings and fields the batch was encoded for
+    records      integer                -- records written: a batch with fewer rows left is not whole
 );
 
 create table if not exists {STATE_SCHEMA}.sync_control (
@@ -152,6 +153,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sync_outbox", "sync_id", "varchar"),
     ("sync_outbox", "batch_position", "integer"),
     ("sync_refused", "sync_id", "varchar"),
+    ("sync_outbox_batches", "records", "integer"),
 )
 # Tables whose rows belong to one sync identity (adopted by :func:`adopt_unkeyed_rows`).
 KEYED_TABLES = ("sync_state", "sync_records", "sync_outbox", "sync_refused", "sync_runs")

@@ -720,8 +720,10 @@ def check(out: Outcome, receiver: Any, warehouse: Path, *, poison: Iterable[str]
         unexplained = con.execute(
             f"select record_key, status, run_id from {STATE}.sync_records where sync_name = ? and status <> 'sent' "
             "and (reason is null or trim(reason) = '')", [SYNC]).fetchall()
+        # Refusals only: 'superseded' rows log unmarked sends a later acknowledgement settled.
         refusals = con.execute(
-            f"select record_key, status, reason from {STATE}.sync_records where sync_name = ? and status <> 'sent'",
+            f"select record_key, status, reason from {STATE}.sync_records where sync_name = ? "
+            "and status in ('rejected', 'skipped')",
             [SYNC]).fetchall()
         refused_now = con.execute(
             f"select record_key, status, reason from {STATE}.sync_refused where sync_name = ?", [SYNC]).fetchall()
