@@ -40,7 +40,7 @@ def main(warehouse: Path | None) -> None:
 
 @main.command()
 @click.option("--users", default=2000, show_default=True, type=click.IntRange(min=1), help="Number of users.")
-@click.option("--days", default=60, show_default=True, type=click.IntRange(min=1), help="Days of history.")
+@click.option("--days", default=100, show_default=True, type=click.IntRange(min=1), help="Days of history.")
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed (same seed, same files).")
 @click.option("--end", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
               default=None, help="When the data stops, UTC (default: today 00:00 UTC).")
@@ -126,8 +126,9 @@ def run(as_of: str | None, full_refresh: bool, verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--users", default=2000, show_default=True, type=click.IntRange(min=1), help="Sample users.")
-@click.option("--days", default=60, show_default=True, type=click.IntRange(min=1), help="Days of history.")
+@click.option("--users", default=15_000, show_default=True, type=click.IntRange(min=1),
+              help="Sample users (the default is about the least the shipped predictions can train on).")
+@click.option("--days", default=100, show_default=True, type=click.IntRange(min=1), help="Days of history.")
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed.")
 @click.option("--fresh/--keep", default=True, show_default=True,
               help="Start from an empty warehouse (default) or add to the existing one.")

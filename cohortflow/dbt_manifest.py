@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Container
 from pathlib import Path
 
 from cohortflow.warehouse import DBT_PROJECT_DIR, WAREHOUSE_ENV_VAR, warehouse_path
@@ -30,7 +31,7 @@ def manifest_path(project_dir: Path = DBT_PROJECT_DIR) -> Path:
     return project_dir / "target" / "manifest.json"
 
 
-def _newest_source_mtime(project_dir: Path) -> float:
+def _newest_source_mtime(project_dir: Path, suffixes: Container[str] = _WATCHED_SUFFIXES) -> float:
     newest = 0.0
     for name in ("dbt_project.yml", "profiles.yml"):
         path = project_dir / name
@@ -41,7 +42,7 @@ def _newest_source_mtime(project_dir: Path) -> float:
         if not root.exists():
             continue
         for path in root.rglob("*"):
-            if path.suffix in _WATCHED_SUFFIXES:
+            if path.suffix in suffixes:
                 newest = max(newest, path.stat().st_mtime)
     return newest
 
@@ -79,8 +80,13 @@ def ensure_manifest(project_dir: Path = DBT_PROJECT_DIR, *, force: bool = False)
     # The same absolute warehouse path that every later run passes (orchestration.dbt_config).
     warehouse = str(warehouse_path())
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", WAREHOUSE_ENV_VAR: warehouse}
+    args = [dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--quiet"]
+    # dbt 1.11's partial parse keeps a unit test that a YAML edit renamed or removed (it then runs,
+    # and fails, against the new model): after a YAML change, parse from scratch (~2 s more, once).
+    if target.exists() and target.stat().st_mtime < _newest_source_mtime(project_dir, (".yml", ".yaml")):
+        args.append("--no-partial-parse")
     proc = subprocess.run(
-        [dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--quiet"],
+        args,
         cwd=project_dir,
         env=env,
         capture_output=True,

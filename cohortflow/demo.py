@@ -58,8 +58,8 @@ def _reset_warehouse(path: Path, sample_dir: Path) -> None:
 
 def run_demo(
     *,
-    users: int = 2000,
-    days: int = 60,
+    users: int = 15_000,
+    days: int = 100,
     seed: int = 42,
     fresh: bool = True,
     sample_dir: Path = SAMPLE_DIR,
@@ -108,7 +108,8 @@ def run_demo(
     os.environ["COHORTFLOW_WEBHOOK_SECRET"] = secrets.token_hex(16)
     with WebhookEmulator(secret=os.environ["COHORTFLOW_WEBHOOK_SECRET"]) as receiver:
         os.environ["COHORTFLOW_WEBHOOK_URL"] = f"{receiver.url}/cohortflow/webhook"
-        echo(f"\n3/5 running dbt models, tests and scheduled syncs as of the last event ({as_of} UTC) ...")
+        echo(f"\n3/5 running dbt models and tests, training and scoring the predictions, building the predictive "
+             f"cohorts and running the scheduled syncs, as of the last event ({as_of} UTC) ...")
         try:
             run = run_pipeline(as_of, warehouse=path)
         except PipelineError as exc:

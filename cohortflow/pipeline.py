@@ -32,6 +32,35 @@ class CohortSize:
     cohort_id: str
     cohort_name: str
     size: int
+    kind: str = "behavioural"
+
+
+@dataclass
+class PredictionOutcome:
+    """One prediction asset's run: its model's validation numbers and what it scored."""
+
+    name: str
+    metadata: dict[str, Any]
+    cohorts: list[str] = field(default_factory=list)  # cohort_ids built on it (had_propensity)
+
+    def format_text(self, sizes: dict[str, CohortSize]) -> list[str]:
+        m = self.metadata
+
+        def num(key: str, spec: str) -> str:
+            value = m.get(key)
+            return format(value, spec) if isinstance(value, (int, float)) else "–"
+
+        trained = "retrained, " + ("promoted" if m.get("promoted") else "NOT promoted") if m.get("retrained") else "scored only"
+        lines = [
+            f"    {self.name}: AUC {num('auc', '.3f')}, calibration error {num('calibration_error', '.4f')}, "
+            f"base rate {num('base_rate', '.1%')} (validation) — {m.get('model', '?')} {m.get('model_version', '?')}, {trained}; "
+            f"{num('scored_users', ',')} users scored, mean probability {num('mean_probability', '.1%')}"
+        ]
+        for cohort_id in self.cohorts:
+            cohort = sizes.get(cohort_id)
+            if cohort is not None:
+                lines.append(f"      predictive cohort {cohort.cohort_name}: {cohort.size:,} users")
+        return lines
 
 
 @dataclass
@@ -54,6 +83,7 @@ class RunSummary:
     user_count: int = 0
     properties: list[str] = field(default_factory=list)
     syncs: list[SyncOutcome] = field(default_factory=list)
+    predictions: list[PredictionOutcome] = field(default_factory=list)
     log_file: Path | None = None
 
     def format_text(self) -> str:
@@ -66,7 +96,15 @@ class RunSummary:
             "  cohorts:",
         ]
         width = max((len(c.cohort_name) for c in self.cohorts), default=0)
-        lines += [f"    {c.cohort_name.ljust(width)}  {c.size:>8,} users" for c in self.cohorts]
+        lines += [
+            f"    {c.cohort_name.ljust(width)}  {c.size:>8,} users" + ("  (predictive)" if c.kind == "predictive" else "")
+            for c in self.cohorts
+        ]
+        if self.predictions:
+            lines.append("  predictions:")
+            sizes = {c.cohort_id: c for c in self.cohorts}
+            for prediction in self.predictions:
+                lines += prediction.format_text(sizes)
         if self.syncs:
             lines.append("  syncs:")
             for sync in self.syncs:
@@ -162,6 +200,14 @@ def run_pipeline(
             for event in materializations
             if event.asset_key.path[0] == "syncs"
         ]
+        predictions = [
+            PredictionOutcome(
+                name=event.asset_key.path[-1],
+                metadata={k: _metadata_value(v) for k, v in event.materialization.metadata.items()},
+            )
+            for event in materializations
+            if event.asset_key.path[0] == "predictions"
+        ]
         summary = RunSummary(
             run_id=result.run_id,
             as_of=as_of_text,
@@ -170,6 +216,7 @@ def run_pipeline(
             checks_passed=sum(1 for c in checks if c.passed),
             checks_failed=sum(1 for c in checks if not c.passed),
             syncs=syncs,
+            predictions=predictions,
             log_file=log_path,
         )
     _read_back(summary)
@@ -194,6 +241,22 @@ def _clean_dbt_targets() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _cohorts_by_prediction() -> dict[str, list[str]]:
+    """Which cohort models read which prediction (had_propensity), from the dbt manifest."""
+    import json
+
+    manifest = json.loads(ensure_manifest().read_text())
+    using: dict[str, list[str]] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "model" or node["fqn"][1] != "cohorts":
+            continue
+        for parent in node["depends_on"]["nodes"]:
+            if parent.startswith("source.") and parent.split(".")[2] == "predictions":
+                cohort_id = node["config"]["meta"].get("cohort_id", node["name"])
+                using.setdefault(parent.split(".")[3], []).append(cohort_id)
+    return using
+
+
 def _read_back(summary: RunSummary) -> None:
     import duckdb
 
@@ -201,8 +264,11 @@ def _read_back(summary: RunSummary) -> None:
     try:
         summary.cohorts = [
             CohortSize(*row)
-            for row in con.execute("select cohort_id, cohort_name, size from marts.cohorts order by cohort_name").fetchall()
+            for row in con.execute("select cohort_id, cohort_name, size, kind from marts.cohorts order by cohort_name").fetchall()
         ]
+        using = _cohorts_by_prediction()
+        for prediction in summary.predictions:
+            prediction.cohorts = using.get(prediction.name, [])
         summary.user_count = con.execute("select count(*) from marts.user_properties").fetchone()[0]
         summary.properties = [
             row[0]

@@ -3,12 +3,14 @@
 
 
 import shutil
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from cohortflow.dbt_manifest import dbt_executable
+from cohortflow.declarations import PREDICTION_META_KEY
 from cohortflow.warehouse import DBT_PROJECT_DIR
 from orchestration.dbt_config import CohortflowTranslator, DbtRunConfig, dbt_build_invocation, environment
 from orchestration.resources import WarehouseResource
@@ -30,6 +32,8 @@ def source_asset_specs(manifest: Mapping[str, Any]) -> list[dg.AssetSpec]:
     translator = CohortflowTranslator()
     specs = []
     for source in manifest["sources"].values():
+        if is_python_asset_source(source):
+            continue  # written by a Python asset of this code location (a prediction): that asset is the spec
         specs.append(
             dg.AssetSpec(
                 key=translator.get_asset_key(source),
@@ -40,6 +44,26 @@ def source_asset_specs(manifest: Mapping[str, Any]) -> list[dg.AssetSpec]:
             )
         )
     return specs
+
+
+def is_python_asset_source(source: Mapping[str, Any]) -> bool:
+    """A source table that one of our Python assets writes (``meta.prediction``), not a loaded raw table."""
+    meta = (source.get("config") or {}).get("meta") or source.get("meta") or {}
+    return PREDICTION_META_KEY in meta
+
+
+def run_as_of(context: dg.AssetExecutionContext, configured: str | None) -> str | datetime:
+    """The run's as_of: the configured one, else when the run was created.
+
+    A run whose graph has a Python asset between dbt models (a prediction) runs the dbt step twice;
+    both halves, and the prediction between them, must see the same instant, not each its own "now".
+    """
+    if configured:
+        return configured
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is None or record.create_timestamp is None:
+        return datetime.now(timezone.utc)
+    return record.create_timestamp.astimezone(timezone.utc)
 
 
 def dbt_cli_resource() -> DbtCliResource:
@@ -60,7 +84,7 @@ def cohortflow_dbt_models(
     config: DbtRunConfig,
 ):
     """Build (run + test) the selected dbt models as of ``config.as_of``."""
-    build = dbt_build_invocation(config.as_of, warehouse.resolved_path(), full_refresh=config.full_refresh)
+    build = dbt_build_invocation(run_as_of(context, config.as_of), warehouse.resolved_path(), full_refresh=config.full_refresh)
     context.log.info(f"dbt {' '.join(build.args)} with {build.env}")
     # dagster-dbt hands the process environment to the dbt subprocess when it starts it.
     with environment(build.env):

@@ -1,4 +1,4 @@
-"""The cohortflow code location: dbt models, syncs, the warehouse and the schedules.
+"""The cohortflow code location: dbt models, predictions, syncs, the warehouse and the schedules.
 
 Loaded by ``workspace.yaml`` (``dagster dev``) and by ``cohortflow run``.
 """
@@ -6,13 +6,16 @@ Loaded by ``workspace.yaml`` (``dagster dev``) and by ``cohortflow run``.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import dagster as dg
 from dagster_dbt import get_asset_key_for_model
 
 from cohortflow.as_of import format_as_of
+from cohortflow.declarations import load_project_predictions
 from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project, source_asset_specs
-from orchestration.resources import WarehouseResource
+from orchestration.predictions import build_prediction_asset, prediction_key
+from orchestration.resources import ModelStoreResource, WarehouseResource
 from orchestration.sync_declarations import DESTINATIONS_FILE, load_project_declarations
 from orchestration.syncs import WAREHOUSE_TAGS, build_sync_asset, build_sync_schedules, hourly_keys, on_demand_keys
 
@@ -25,6 +28,15 @@ sync_assets = [
     build_sync_asset(d, get_asset_key_for_model([cohortflow_dbt_models], d.model_name)) for d in sync_declarations
 ]
 sync_jobs, sync_schedules = build_sync_schedules(sync_declarations)
+prediction_declarations = load_project_predictions(manifest)
+prediction_assets = [
+    build_prediction_asset(
+        p,
+        deps=[get_asset_key_for_model([cohortflow_dbt_models], m) for m in p.input_models],
+        descriptions=p.feature_descriptions,
+    )
+    for p in prediction_declarations
+]
 
 cohortflow_job = dg.define_asset_job(
     MAIN_JOB,
@@ -33,9 +45,21 @@ cohortflow_job = dg.define_asset_job(
     "(on-demand syncs run only when asked: `cohortflow sync run`, or Materialize in the UI).",
     tags=WAREHOUSE_TAGS,
 )
-# The hourly refresh rebuilds the models and ships the hourly syncs in the same run; syncs of other
-# cadences have their own jobs (sync_jobs) and ship what the last refresh built.
-HOURLY_SELECTION = [*cohortflow_dbt_models.keys, *hourly_keys(sync_declarations)]
+# The hourly refresh rebuilds the models, scores the hourly predictions and ships the hourly syncs in
+# the same run; at midnight UTC it scores the daily predictions too (each retrains itself when its
+# retraining cadence is due). Syncs of other cadences have their own jobs (sync_jobs) and ship what
+# the last refresh built.
+HOURLY_SELECTION = [
+    *cohortflow_dbt_models.keys,
+    *(prediction_key(p.name) for p in prediction_declarations if p.spec.scoring == "hourly"),
+    *hourly_keys(sync_declarations),
+]
+DAILY_PREDICTIONS = [prediction_key(p.name) for p in prediction_declarations if p.spec.scoring == "daily"]
+
+
+def refresh_selection(tick: datetime) -> list[dg.AssetKey]:
+    """What the hourly refresh materialises at ``tick`` (UTC)."""
+    return [*HOURLY_SELECTION, *DAILY_PREDICTIONS] if tick.astimezone(timezone.utc).hour == 0 else HOURLY_SELECTION
 
 
 def run_config_for(as_of: str | None = None, *, full_refresh: bool = False) -> dict:
@@ -46,18 +70,21 @@ def run_config_for(as_of: str | None = None, *, full_refresh: bool = False) -> d
 @dg.schedule(job=cohortflow_job, cron_schedule="0 * * * *", execution_timezone="UTC", name="hourly_refresh")
 def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Every hour, recompute as of the tick (not of when the run starts) so backfilled ticks are exact,
-    then run the hourly syncs."""
+    score the hourly predictions (at midnight the daily ones too), then run the hourly syncs."""
     as_of = format_as_of(context.scheduled_execution_time)
     return dg.RunRequest(
-        run_key=as_of, run_config=run_config_for(as_of), tags={"as_of": as_of}, asset_selection=HOURLY_SELECTION
+        run_key=as_of,
+        run_config=run_config_for(as_of),
+        tags={"as_of": as_of},
+        asset_selection=refresh_selection(context.scheduled_execution_time),
     )
 
 
 defs = dg.Definitions(
-    assets=[*source_asset_specs(manifest), cohortflow_dbt_models, *sync_assets],
+    assets=[*source_asset_specs(manifest), cohortflow_dbt_models, *prediction_assets, *sync_assets],
     jobs=[cohortflow_job, *sync_jobs],
     schedules=[hourly_refresh, *sync_schedules],
-    resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource()},
+    resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource(), "model_store": ModelStoreResource()},
     # One DuckDB file admits one writer process: run the steps of a run in one process, in order.
     executor=dg.in_process_executor,
 )

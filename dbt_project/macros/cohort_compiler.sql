@@ -18,6 +18,7 @@
     user_property: when the latest value was set (most_recent), the first matching update in the
         window (any_in_window);  computed_property: the user's last event (when the value last
         could change), else first_seen_at;  in_cohort: that cohort's entered_at;
+    had_propensity: the as_of of the scoring run that gave the score;
     a negated condition inside any_of: first_seen_at.
 
   Inputs are model names so that the macro-test project can feed seeds; only the models a cohort
@@ -127,7 +128,7 @@ where true
     {{- return(within_first or (c.measure.kind != 'nth_time' and cohortflow_compare(0, c.operator, c.value))) -}}
   {%- elif c.type == 'sequence' -%}{{- return(within_first) -}}
   {%- elif c.type == 'user_property' -%}{{- return(within_first or c.operator == 'is_null') -}}
-  {%- elif c.type == 'in_cohort' -%}{{- return(false) -}}
+  {%- elif c.type in ('in_cohort', 'had_propensity') -%}{{- return(false) -}}
   {%- else -%}{{- return(true) -}}
   {%- endif -%}
 {%- endmacro %}
@@ -193,6 +194,10 @@ where true
         ~ "    where " ~ cohortflow_value_predicate_sql('user_properties.' ~ c.column, c.operator, c.value, false, "computed_property('" ~ c.column ~ "')") ~ "\n)") -}}
   {%- elif c.type == 'in_cohort' -%}
     {{- return(name ~ " as (\n    select user_id, entered_at as matched_at\n    from " ~ ref(c.cohort) ~ "\n)") -}}
+  {%- elif c.type == 'had_propensity' -%}
+    {{- return(name ~ " as (\n    -- had propensity: " ~ c.prediction ~ " " ~ c.measure ~ " " ~ c.operator ~ " " ~ c.value ~ " (its last scoring run)\n"
+        ~ "    select user_id, as_of as matched_at\n    from (" ~ scores_as_of(c.prediction) ~ ") as scores\n"
+        ~ "    where " ~ c.measure ~ " " ~ c.operator ~ " " ~ sql_literal(c.value) ~ "\n)") -}}
   {%- endif -%}
 {%- endmacro %}
 

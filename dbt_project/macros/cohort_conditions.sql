@@ -23,6 +23,7 @@
         set inside the window.
     computed_property(column, operator, value=none)          a column of marts.user_properties
     in_cohort(model_name) / not_in_cohort(model_name)        membership of another cohort model
+    had_propensity(prediction, measure, operator, value)     a prediction's current score (macros/predictions.sql)
     any_of([condition, ...])                                 OR-group (an item of all_of)
     negate(condition or any_of)                              NOT
 
@@ -234,7 +235,7 @@
 {#- ------------------------------------------------------------------ checks ---------------------- -#}
 
 {% macro cohortflow_is_condition(value) -%}
-  {{- return(value is mapping and value.get('type') in ('performed', 'had_been_new', 'sequence', 'user_property', 'computed_property', 'in_cohort')) -}}
+  {{- return(value is mapping and value.get('type') in ('performed', 'had_been_new', 'sequence', 'user_property', 'computed_property', 'in_cohort', 'had_propensity')) -}}
 {%- endmacro %}
 
 

@@ -44,6 +44,8 @@ COHORTS_COLUMNS = [
     "last_computed_at",
 ]
 COHORT_MODEL_COLUMNS = ["user_id", "entered_at"]
+# Cohorts built on prediction scores (had_propensity): empty until a prediction asset scores.
+PREDICTIVE_COHORTS = {"churn_risk_30d", "likely_buyers_7d"}
 
 pytestmark = pytest.mark.slow  # three dbt invocations, ~5 s each
 
@@ -172,7 +174,7 @@ def test_build_reproduces_the_hand_worked_answer(moment: dict[str, Any], hand_wa
     for row in rows:
         assert row["size"] == len(expected_cohorts.get(row["cohort_id"], [])), row["cohort_id"]
         assert row["computed_at"] == moment["computed_at"]
-        assert row["kind"] == "behavioural"
+        assert row["kind"] == ("predictive" if row["cohort_id"] in PREDICTIVE_COHORTS else "behavioural")
         assert row["cohort_name"] and row["description"] and row["owner"], row
 
 

@@ -208,3 +208,29 @@ def test_one_job_and_schedule_per_cadence(dbt_manifest):
         "syncs_cron_15_3_x_x_1_5_schedule": ("15 3 * * 1-5", "syncs_cron_15_3_x_x_1_5"),
     }
     assert all(job.tags == {"cohortflow/warehouse": "duckdb"} for job in jobs)
+
+
+def test_each_prediction_sits_between_its_features_and_its_predictive_cohorts(defs):
+    from orchestration.definitions import prediction_declarations
+
+    graph = defs.resolve_asset_graph()
+    names = {p.name for p in prediction_declarations}
+    assert names == {"purchase_7d", "churn_30d", "subscribe_7d"}
+    for name in names:
+        node = graph.get(dg.AssetKey(["predictions", name]))
+        assert node.group_name == "predictions"
+        assert {dg.AssetKey(["marts", "prediction_features"]), dg.AssetKey(["marts", "prediction_outcomes"])} <= set(node.parent_keys)
+        assert {check.name for check in node.check_keys} == {"realised_performance"}
+        # dbt reads the scores back: the union of every prediction, and the propensities.
+        assert dg.AssetKey(["marts", "predictions"]) in node.child_keys
+    assert dg.AssetKey(["cohorts", "likely_buyers_7d"]) in graph.get(dg.AssetKey(["predictions", "purchase_7d"])).child_keys
+    assert dg.AssetKey(["cohorts", "churn_risk_30d"]) in graph.get(dg.AssetKey(["predictions", "churn_30d"])).child_keys
+    # The main job runs them all; the refresh scores hourly ones every hour and daily ones at midnight.
+    main = set(defs.resolve_job_def("cohortflow_job").asset_layer.selected_asset_keys)
+    assert {dg.AssetKey(["predictions", n]) for n in names} <= main
+    schedule = defs.resolve_schedule_def("hourly_refresh")
+    for hour, expected in ((12, {"purchase_7d"}), (0, names)):
+        tick = datetime(2026, 3, 1, hour, 0, tzinfo=timezone.utc)
+        with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+            [request] = schedule.evaluate_tick(context).run_requests
+        assert {k.path[1] for k in request.asset_selection if k.path[0] == "predictions"} == expected

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 END = datetime(2026, 11, 1)
 
 
-def load_sample(path: Path, data_dir: Path) -> datetime:
-    generate(data_dir, users=400, days=45, seed=7, end=END)
+def load_sample(path: Path, data_dir: Path, *, users: int = 400, days: int = 45) -> datetime:
+    generate(data_dir, users=users, days=days, seed=7, end=END)
     con = warehouse.connect(path)
     try:
         ingest_files(con, [data_dir / "items.csv"], "csv", entity="items")
@@ -51,6 +51,19 @@ def members(path: Path, relation: str) -> set[str]:
         con.close()
 
 
+def materialisation_order(run_id: str, *keys: list[str]) -> bool:
+    """True when the run materialised ``keys`` in this order (each one's first materialisation)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        records = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    first_seen: dict[tuple[str, ...], int] = {}
+    for position, record in enumerate(records):
+        first_seen.setdefault(tuple(record.dagster_event.asset_key.path), position)
+    positions = [first_seen[tuple(key)] for key in keys]
+    return positions == sorted(positions)
+
+
 def file_members(path: Path) -> set[str]:
     with path.open(newline="") as handle:
         return {row["user_id"] for row in csv.DictReader(handle)}
@@ -59,17 +72,31 @@ def file_members(path: Path) -> set[str]:
 def test_whole_graph_materialises_and_syncs_track_membership(
     isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    last_event = load_sample(isolated_env, tmp_path / "sample")
+    # Enough users and weeks for the shipped predictions' guardrails (100 positives and negatives in
+    # each of fit, calibration and validation; subscriptions are the rarest outcome).
+    last_event = load_sample(isolated_env, tmp_path / "sample", users=15_000, days=100)
     earlier = last_event - timedelta(days=3)
 
     first = run_pipeline(earlier)
     assert first.checks_failed == 0 and first.checks_passed > 50
-    assert first.assets_materialized >= 17  # every dbt model and both syncs
+    assert first.assets_materialized >= 20  # every dbt model, the predictions and the scheduled syncs
     sizes = {c.cohort_id: c.size for c in first.cohorts}
     assert set(sizes) == declared_cohort_ids()  # every cohort model, registered with its size
     for cohort_id in ("cart_abandoners_24h", "repeat_buyers_90d", "new_users_7d_without_purchase"):
         assert sizes[cohort_id] > 0, sizes  # the generator's users abandon carts, come back and sign up
-    assert first.user_count > 300 and "favourite_category" in first.properties
+    assert first.user_count > 10_000 and "favourite_category" in first.properties
+
+    # dbt features -> each prediction (trained: the first run) -> dbt predictive cohorts, in one run.
+    assert {p.name for p in first.predictions} == {"purchase_7d", "churn_30d", "subscribe_7d"}
+    for prediction in first.predictions:
+        m = prediction.metadata
+        assert m["retrained"] and m["promoted"] and m["auc"] > 0.6 and m["calibration_error"] < 0.05, (prediction.name, m)
+    kinds = {c.cohort_id: c.kind for c in first.cohorts}
+    assert kinds["likely_buyers_7d"] == kinds["churn_risk_30d"] == "predictive"
+    top = members(isolated_env, "(select user_id from predictions.purchase_7d where percentile >= 90)")
+    assert members(isolated_env, "cohorts.likely_buyers_7d") == top and sizes["likely_buyers_7d"] == len(top) > 0
+    assert materialisation_order(first.run_id, ["marts", "prediction_features"], ["predictions", "purchase_7d"],
+                                 ["cohorts", "likely_buyers_7d"], ["marts", "cohorts"])
 
     cart_file = isolated_env.parent / "destinations" / "cart_abandoners_24h_to_files.csv"
     before = members(isolated_env, "cohorts.cart_abandoners_24h")
@@ -79,6 +106,11 @@ def test_whole_graph_materialises_and_syncs_track_membership(
 
     # Three days later membership churns; the sync reports exactly the set differences.
     second = run_pipeline(last_event)
+    # Retraining is weekly: this run only scores, with the models of the first.
+    versions = {p.name: p.metadata["model_version"] for p in first.predictions}
+    assert {p.name: (p.metadata["retrained"], p.metadata["model_version"]) for p in second.predictions} == {
+        name: (False, version) for name, version in versions.items()
+    }
     after = members(isolated_env, "cohorts.cart_abandoners_24h")
     assert before != after
     second_sync = {s.name: s.metadata for s in second.syncs}["cart_abandoners_24h_to_files"]

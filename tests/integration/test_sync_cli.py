@@ -7,7 +7,9 @@ Every test uses the same warehouse path, rebuilt each time, so the manifest is p
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -186,8 +188,8 @@ def test_a_sync_name_appended_twice_to_one_file_is_refused_by_the_real_project(t
     """The reported reproduction, through real dbt: its partial parse keeps one exposure; the loader refuses both."""
     import json
 
-    from cohortflow.dbt_manifest import ensure_manifest
-    from cohortflow.warehouse import DBT_PROJECT_DIR
+    from cohortflow.dbt_manifest import dbt_executable, ensure_manifest
+    from cohortflow.warehouse import DBT_PROJECT_DIR, WAREHOUSE_ENV_VAR, warehouse_path
     from orchestration.sync_declarations import DeclarationError, load_project_declarations
 
     project = tmp_path / "dbt_project"
@@ -202,10 +204,21 @@ def test_a_sync_name_appended_twice_to_one_file_is_refused_by_the_real_project(t
         "    depends_on: [ref('repeat_buyers_90d')]\n"
         "    config: {meta: {sync: {destination: local_parquet, mode: upsert, primary_key: [user_id]}}}\n"
     ))
-    manifest = json.loads(ensure_manifest(project, force=True).read_text())
-    # dbt's partial parse keeps one of the two silently (a full parse would refuse them).
+    # A partial parse (what `dagster dev` or a plain `dbt parse` does) keeps one of the two silently...
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", WAREHOUSE_ENV_VAR: str(warehouse_path())}
+    subprocess.run(
+        [dbt_executable(), "parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
+        cwd=project, check=True, capture_output=True, env=env,
+    )
+    manifest = json.loads((project / "target" / "manifest.json").read_text())
     assert sum(e["name"] == CART for e in manifest["exposures"].values()) == 1
+    # ... and the loader still refuses both, naming where each is.
     with pytest.raises(DeclarationError) as info:
         load_project_declarations(manifest, project / "destinations.yml", project_dir=project)
     message = str(info.value)
     assert f"{CART!r} is declared twice" in message and f"models/syncs/file_syncs.yml:{lines_before + 2}" in message
+    # ensure_manifest (what `cohortflow` and the code location use) parses from scratch after a YAML
+    # edit: there dbt itself refuses the pair.
+    os.utime(syncs)
+    with pytest.raises(RuntimeError, match=f'dbt found two exposures with the name "{CART}"'):
+        ensure_manifest(project)

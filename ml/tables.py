@@ -1,0 +1,99 @@
+"""The warehouse tables the prediction runs own (schema ``ml``) and the per-prediction score tables.
+
+Scores of prediction ``p`` live in ``predictions.p`` (the dbt source ``predictions``): one set of
+rows per kept scoring run, told apart by ``as_of``. A run writes its as_of's rows in one transaction
+(re-running an as_of replaces them: idempotent), so readers never see half a run and a failed run
+leaves every earlier run in place. dbt reads, for its own as_of, the latest scored as_of at or before
+it: a backfill as of a past date adds that date's scores without touching what is served now.
+Everything in ``ml`` is history, appended, never rewritten except when the same as_of is re-run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCORES_SCHEMA = "predictions"
+ML_SCHEMA = "ml"
+MODELS_TABLE = f"{ML_SCHEMA}.prediction_models"
+REALISED_TABLE = f"{ML_SCHEMA}.prediction_realised"
+REALISED_DECILES_TABLE = f"{ML_SCHEMA}.prediction_realised_deciles"
+
+SCORE_COLUMNS = """
+    prediction_id   varchar   not null,
+    user_id         varchar   not null,
+    probability     double    not null,
+    percentile      integer   not null,
+    model_version   varchar   not null,
+    scored_at       timestamp not null,
+    as_of           timestamp not null
+"""
+
+DDL = f"""
+create schema if not exists {SCORES_SCHEMA};
+create schema if not exists {ML_SCHEMA};
+
+-- One row per trained model, promoted or not: how it did on validation, beside every candidate.
+create table if not exists {MODELS_TABLE} (
+    prediction_id       varchar   not null,
+    model_version       varchar   not null,
+    trained_at          timestamp not null,   -- wall clock
+    as_of               timestamp not null,   -- what the model could see: events up to here
+    model_name          varchar   not null,   -- the winning candidate (logistic, gradient_boosting)
+    status              varchar   not null,   -- in_service | retired | not_promoted
+    reason              varchar   not null,   -- why it was (not) promoted, in words
+    auc                 double,
+    log_loss            double,
+    brier               double,
+    base_rate           double,
+    calibration_error   double,
+    top_decile_lift     double,
+    validation_examples bigint,
+    validation_positives bigint,
+    metrics             json      not null,   -- the winner's validation metrics (TPR / FPR at thresholds...)
+    calibration_table   json      not null,
+    candidates          json      not null,   -- every candidate's validation metrics (the baselines)
+    importance          json      not null,   -- features that matter, with direction, in words
+    summary             json      not null,   -- cutoffs per split, example counts, calibration method, seed
+    artefact            varchar   not null    -- where the skops file is (the model store)
+);
+
+-- Once a scored as_of's horizon has passed: how the scores did against what really happened.
+create table if not exists {REALISED_TABLE} (
+    prediction_id       varchar   not null,
+    model_version       varchar   not null,
+    scored_as_of        timestamp not null,
+    horizon_end         timestamp not null,
+    evaluated_at        timestamp not null,
+    users               bigint    not null,
+    converters          bigint    not null,
+    mean_probability    double    not null,
+    realised_rate       double    not null,
+    auc                 double,
+    log_loss            double,
+    calibration_error   double,
+    validation_auc      double                -- what the model promised on validation
+);
+
+create table if not exists {REALISED_DECILES_TABLE} (
+    prediction_id       varchar   not null,
+    scored_as_of        timestamp not null,
+    decile              integer   not null,   -- 1 = the lowest probabilities, 10 = the highest
+    users               bigint    not null,
+    mean_probability    double    not null,
+    realised_rate       double    not null
+);
+"""
+
+
+def ensure_tables(con: Any) -> None:
+    """Create the ml tables if needed (idempotent)."""
+    con.execute(DDL)
+
+
+def score_relation(prediction_id: str) -> str:
+    return f"{SCORES_SCHEMA}.{prediction_id}"
+
+
+def ensure_score_table(con: Any, prediction_id: str) -> None:
+    """The score table (dbt's on-run-start creates the same one, empty, before a first run)."""
+    con.execute(f"create table if not exists {score_relation(prediction_id)} ({SCORE_COLUMNS})")
