@@ -240,7 +240,7 @@ def _sync_declarations() -> dict:
     import json
 
     from cohortflow.dbt_manifest import ensure_manifest
-    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+    from cohortflow.sync_declarations import DeclarationError, load_project_declarations
 
     try:
         manifest = json.loads(ensure_manifest().read_text())
@@ -347,7 +347,7 @@ def sync_list() -> None:
 @click.option("--full-resync", is_flag=True, help="Send the whole audience again, not only what changed.")
 def sync_run(name: str, dry_run: bool, full_resync: bool) -> None:
     """Run one sync now (the same run as its Dagster asset); exit code 1 with the reason if it fails."""
-    from orchestration.sync_declarations import DeclarationError
+    from cohortflow.sync_declarations import DeclarationError
     from reverse_etl import SyncError, run_sync
 
     declaration = _declaration(name)
@@ -452,7 +452,7 @@ def _short(text: str, name: str, width: int = 60) -> str:
 
 def _held(con, declaration, record_key: str):
     """When the destination last acknowledged the record it still holds (``sync_state``), else ``None``."""
-    from orchestration.sync_declarations import DeclarationError
+    from cohortflow.sync_declarations import DeclarationError
     from reverse_etl.state import STATE_SCHEMA, sync_identity
 
     try:

@@ -18,7 +18,9 @@ syncs) and lets cohorts refer to it with ``had_propensity('<name>', ...)``::
 
 Every key is described in docs/predictions.md. This module is plain Python (pydantic, no Dagster):
 the CLI and the Dagster definitions read the same declarations, and a mistake fails when they load,
-naming the file, the prediction and the key, with a did-you-mean on a misspelt key or value.
+naming the file, the prediction and the key, with a did-you-mean on a misspelt key or value. Syncs
+and destinations are read by :mod:`cohortflow.sync_declarations`, with this module's
+``DeclarationError`` and ``did_you_mean``.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def run_demo(
 def run_webhook_syncs(path: Path, receiver: WebhookEmulator) -> list[str]:
     """Run every on-demand sync whose destination is a webhook; say what each sent and what the receiver holds."""
     from cohortflow.dbt_manifest import ensure_manifest
-    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+    from cohortflow.sync_declarations import DeclarationError, load_project_declarations
     from reverse_etl import SyncError, run_sync
 
     try:

@@ -169,7 +169,12 @@ def run_pipeline(
 
     import dagster as dg
 
-    from orchestration.definitions import MAIN_JOB, defs, run_config_for
+    from cohortflow.declarations import DeclarationError
+
+    try:
+        from orchestration.definitions import MAIN_JOB, defs, run_config_for
+    except DeclarationError as exc:  # a sync, destination or prediction declaration that cannot work
+        raise PipelineError(f"the project's declarations do not load: {exc}") from None
 
     as_of_text = format_as_of(parse_as_of(as_of))
     run_config = run_config_for(as_of_text, full_refresh=full_refresh)

@@ -1,8 +1,13 @@
 """Predictions and recommendations: a plain library (no Dagster import), wired by ``orchestration/``.
 
-``ml`` works on pandas DataFrames and numpy arrays only; it never imports dagster, dbt, duckdb,
-``orchestration`` or the CLI. Modules:
+``ml`` never imports dagster, dbt, ``orchestration`` or the CLI. The modelling modules work on pandas
+DataFrames and numpy arrays only; the run modules take a DB-API-like warehouse connection (DuckDB's)
+from their caller. Modules:
 
+- :mod:`ml.predictions` — ``run_prediction``: one run of a declared prediction (retrain when due,
+  guardrails, promotion, scoring, realised-vs-predicted), what the Dagster asset calls.
+- :mod:`ml.examples` — point-in-time training examples and scoring rows from the warehouse.
+- :mod:`ml.tables` — the ``ml`` schema's tables and the per-prediction score tables.
 - :mod:`ml.training` — ``train_prediction`` (time-split fit → calibrate → validate → pick),
   ``score`` (probability and percentile per user), ``TrainedPrediction``, ``NotEnoughExamples``.
 - :mod:`ml.metrics` — JSON-ready classification, calibration and decile metrics.

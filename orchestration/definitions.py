@@ -13,10 +13,10 @@ from dagster_dbt import get_asset_key_for_model
 
 from cohortflow.as_of import format_as_of
 from cohortflow.declarations import load_project_predictions
+from cohortflow.sync_declarations import DESTINATIONS_FILE, load_project_declarations
 from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project, source_asset_specs
 from orchestration.predictions import build_prediction_asset, prediction_key
 from orchestration.resources import ModelStoreResource, WarehouseResource
-from orchestration.sync_declarations import DESTINATIONS_FILE, load_project_declarations
 from orchestration.syncs import WAREHOUSE_TAGS, build_sync_asset, build_sync_schedules, hourly_keys, on_demand_keys
 
 MAIN_JOB = "cohortflow_job"

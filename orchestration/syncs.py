@@ -1,7 +1,7 @@
 """Syncs in Dagster: one asset per declared sync, its rejected-share check, and a job + schedule per cadence.
 
 The asset body only builds the destination and calls ``reverse_etl.run_sync``; everything it knows
-about a sync comes from the declaration (``orchestration/sync_declarations.py``).
+about a sync comes from the declaration (``cohortflow/sync_declarations.py``).
 """
 # No `from __future__ import annotations`: Dagster reads the Config annotations at runtime.
 
@@ -12,8 +12,8 @@ from typing import Any, Optional
 import dagster as dg
 from pydantic import Field
 
+from cohortflow.sync_declarations import NAMED_SCHEDULES, DeclarationError, SyncDeclaration
 from orchestration.resources import WarehouseResource
-from orchestration.sync_declarations import NAMED_SCHEDULES, DeclarationError, SyncDeclaration
 from reverse_etl import SyncError, SyncResult, run_sync
 
 SYNC_GROUP = "syncs"

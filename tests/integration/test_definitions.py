@@ -162,7 +162,7 @@ def test_the_projects_declarations(dbt_manifest):
 
 
 def test_a_typo_in_destinations_yml_fails_loading_naming_file_destination_and_setting(dbt_manifest, tmp_path: Path):
-    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+    from cohortflow.sync_declarations import DeclarationError, load_project_declarations
 
     manifest = json.loads(dbt_manifest.read_text())
     broken = tmp_path / "destinations.yml"
@@ -172,7 +172,7 @@ def test_a_typo_in_destinations_yml_fails_loading_naming_file_destination_and_se
 
 
 def test_an_unset_secret_does_not_stop_the_definitions_from_loading(dbt_manifest, tmp_path: Path, monkeypatch):
-    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+    from cohortflow.sync_declarations import DeclarationError, load_project_declarations
 
     manifest = json.loads(dbt_manifest.read_text())
     no_default = tmp_path / "destinations.yml"

@@ -190,7 +190,7 @@ def test_a_sync_name_appended_twice_to_one_file_is_refused_by_the_real_project(t
 
     from cohortflow.dbt_manifest import dbt_executable, ensure_manifest
     from cohortflow.warehouse import DBT_PROJECT_DIR, WAREHOUSE_ENV_VAR, warehouse_path
-    from orchestration.sync_declarations import DeclarationError, load_project_declarations
+    from cohortflow.sync_declarations import DeclarationError, load_project_declarations
 
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from orchestration.sync_declarations import (
+from cohortflow.sync_declarations import (
     DeclarationError,
     DestinationConfig,
     load_destinations,

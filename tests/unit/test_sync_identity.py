@@ -16,7 +16,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.sync_declarations import DeclarationError, DestinationConfig, load_sync_declarations
+from cohortflow.sync_declarations import DeclarationError, DestinationConfig, load_sync_declarations
 from reverse_etl import CsvFileDestination, InMemoryDestination, ParquetFileDestination, SyncSpec, run_sync
 from reverse_etl.state import STATE_SCHEMA, sync_identity
 

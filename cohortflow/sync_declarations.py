@@ -29,7 +29,6 @@ fails the run of a sync that uses it, not the loading of every definition.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,8 @@ from typing import Any
 
 import yaml
 
+# One error type and one did-you-mean for every declaration (syncs, destinations, predictions).
+from cohortflow.declarations import DeclarationError, did_you_mean
 from cohortflow.warehouse import DBT_PROJECT_DIR, warehouse_path
 from reverse_etl import Destination, SyncSpec, check_identifiers
 from reverse_etl.destinations import DESTINATION_TYPES, destination_class
@@ -66,13 +67,6 @@ _SETTINGS_CHECK_SYNC = "settings_check"
 _ENV_VAR = re.compile(r"\{\{\s*env_var\(\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*(?:,\s*['\"]([^'\"]*)['\"]\s*)?\)\s*\}\}")
 
 
-class DeclarationError(ValueError):
-    """A sync or destination declaration that cannot work; the message names file and field."""
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # --- destinations.yml ---------------------------------------------------------------------------
@@ -258,7 +252,7 @@ def load_destinations(path: Path, *, base_dir: Path | None = None) -> dict[str, 
         kind = settings["type"]
         if kind not in DESTINATION_TYPES:
             raise DeclarationError(
-                f"{where}.type: unknown destination type {kind!r}{_did_you_mean(kind, list(DESTINATION_TYPES))}; known: {known}"
+                f"{where}.type: unknown destination type {kind!r}{did_you_mean(kind, list(DESTINATION_TYPES))}; known: {known}"
             )
         config = DestinationConfig(
             name=name, type=kind, settings={k: v for k, v in settings.items() if k != "type"}, declared_in=str(path)
@@ -377,7 +371,7 @@ def _parse_schedule(value: Any, where: str) -> tuple[str, str | None]:
         return expression, expression
     raise DeclarationError(
         f"{where}: meta.sync.schedule {value!r} is not one of {', '.join(SCHEDULES)} or {{cron: '<expression>'}}"
-        + _did_you_mean(value, SCHEDULES)
+        + did_you_mean(value, SCHEDULES)
     )
 
 
@@ -524,7 +518,7 @@ def _declaration(
             )
         if key not in SYNC_KEYS:
             raise DeclarationError(
-                f"{where}: meta.sync.{key}: unknown key{_did_you_mean(key, SYNC_KEYS)}; allowed: {', '.join(SYNC_KEYS)}"
+                f"{where}: meta.sync.{key}: unknown key{did_you_mean(key, SYNC_KEYS)}; allowed: {', '.join(SYNC_KEYS)}"
             )
     models = [n for n in exposure.get("depends_on", {}).get("nodes", []) if n.split(".", 1)[0] in _RELATION_TYPES]
     if len(models) != 1:
@@ -547,7 +541,7 @@ def _declaration(
         known = ", ".join(sorted(destinations)) or "none declared"
         raise DeclarationError(
             f"{where}: meta.sync.destination {destination_name!r} is not in destinations.yml"
-            f"{_did_you_mean(destination_name, list(destinations))} (declared: {known})"
+            f"{did_you_mean(destination_name, list(destinations))} (declared: {known})"
         )
     destination = destinations[destination_name]
     cls: type[Destination] | None = None
@@ -590,7 +584,7 @@ def _declaration(
         for kind, column in identifiers.items():
             if kind not in IDENTIFIER_KINDS:
                 raise DeclarationError(
-                    f"{where}: meta.sync.identifiers.{kind}: unknown identifier kind{_did_you_mean(kind, IDENTIFIER_KINDS)}; "
+                    f"{where}: meta.sync.identifiers.{kind}: unknown identifier kind{did_you_mean(kind, IDENTIFIER_KINDS)}; "
                     f"allowed: {', '.join(IDENTIFIER_KINDS)}"
                 )
             documented(column, f"identifiers.{kind}")
@@ -600,7 +594,7 @@ def _declaration(
         parsed_mode = SyncMode.parse(mode, sync_name=exposure["name"])
     except ValueError:
         allowed = ", ".join(m.value for m in SyncMode)
-        raise DeclarationError(f"{where}: meta.sync.mode {mode!r} is not one of: {allowed}{_did_you_mean(mode, [m.value for m in SyncMode])}") from None
+        raise DeclarationError(f"{where}: meta.sync.mode {mode!r} is not one of: {allowed}{did_you_mean(mode, [m.value for m in SyncMode])}") from None
     if cls is not None:
         missing_ops = parsed_mode.operations - cls.supported_operations
         if missing_ops:
@@ -639,7 +633,7 @@ def _declaration(
     if consent_model is not None:
         if consent_model not in by_name:
             raise DeclarationError(f"{where}: meta.sync.consent.model {consent_model!r} is not a model of this project"
-                                   f"{_did_you_mean(consent_model, list(by_name))}")
+                                   f"{did_you_mean(consent_model, list(by_name))}")
         consent_node = by_name[consent_model][1]
         documented("user_id", "consent.model", consent_node)
         documented(consent_column, "consent.column", consent_node)
@@ -653,7 +647,7 @@ def _declaration(
     suppress_relations = []
     for name in suppress:
         if name not in by_name:
-            raise DeclarationError(f"{where}: meta.sync.suppress: {name!r} is not a model of this project{_did_you_mean(name, list(by_name))}")
+            raise DeclarationError(f"{where}: meta.sync.suppress: {name!r} is not a model of this project{did_you_mean(name, list(by_name))}")
         suppress_node = by_name[name][1]
         documented("user_id", "suppress", suppress_node)
         suppress_relations.append(_relation(suppress_node))
