@@ -109,8 +109,13 @@ def ingest(fmt: str, entity: str, mappings: tuple[str, ...], mapping_file: Path 
               help="Compute as of this UTC moment (YYYY-MM-DD[ HH:MM:SS] or ISO-8601); default: now.")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental models from scratch.")
 @click.option("--verbose", is_flag=True, help="Show Dagster's and dbt's step logs.")
-def run(as_of: str | None, full_refresh: bool, verbose: bool) -> None:
-    """Materialise the whole graph in process: dbt models, tests, then syncs."""
+@click.option("--skip-prediction", "skip_predictions", multiple=True, metavar="NAME",
+              help="Do not train or score this prediction in this run (repeatable); dbt reads its last scores.")
+@click.option("--no-predictions", is_flag=True,
+              help="Skip every prediction (data too small or without their outcome events).")
+def run(as_of: str | None, full_refresh: bool, verbose: bool, skip_predictions: tuple[str, ...],
+        no_predictions: bool) -> None:
+    """Materialise the whole graph in process: dbt models and tests, predictions, then syncs."""
     from cohortflow.as_of import parse_as_of
     from cohortflow.pipeline import PipelineError, run_pipeline
 
@@ -119,7 +124,8 @@ def run(as_of: str | None, full_refresh: bool, verbose: bool) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--as-of") from None
     try:
-        summary = run_pipeline(as_of, full_refresh=full_refresh, verbose=verbose)
+        summary = run_pipeline(as_of, full_refresh=full_refresh, verbose=verbose,
+                               skip_predictions=True if no_predictions else skip_predictions)
     except PipelineError as exc:
         _fail(str(exc))
     click.echo(summary.format_text())

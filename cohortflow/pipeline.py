@@ -13,7 +13,7 @@ import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from cohortflow.as_of import format_as_of, parse_as_of
 from cohortflow.dbt_manifest import ensure_manifest
@@ -139,8 +139,9 @@ def run_pipeline(
     warehouse: str | os.PathLike[str] | None = None,
     full_refresh: bool = False,
     verbose: bool = False,
+    skip_predictions: Sequence[str] | bool = (),
 ) -> RunSummary:
-    """Materialise every asset (dbt models, then syncs) in this process.
+    """Materialise every asset (dbt models, predictions, then syncs) in this process.
 
     Parameters
     ----------
@@ -153,6 +154,11 @@ def run_pipeline(
     verbose
         Stream Dagster's and dbt's step logs to the terminal; otherwise they go to a log file
         beside the warehouse (``logs/run-<time>.log``), named in the summary and in any error.
+    skip_predictions
+        Names of predictions not to train or score in this run (``True``: all of them). dbt then
+        reads their last scores. For data a prediction cannot learn from (too few examples of its
+        outcome fail its step, and with it the run); to switch one off for good, set ``enabled: false``
+        on its declaration.
 
     Raises
     ------
@@ -180,6 +186,16 @@ def run_pipeline(
     run_config = run_config_for(as_of_text, full_refresh=full_refresh)
     run_config["loggers"] = {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}}
     job = defs.resolve_job_def(MAIN_JOB)
+    selection = None
+    if skip_predictions:
+        selected = set(job.asset_layer.selected_asset_keys)
+        predictions = {key for key in selected if key.path[0] == "predictions"}
+        known = {key.path[-1] for key in predictions}
+        names = known if skip_predictions is True else set(skip_predictions)
+        unknown = sorted(names - known)
+        if unknown:
+            raise PipelineError(f"no prediction named {', '.join(unknown)} (declared: {', '.join(sorted(known))})")
+        selection = sorted(selected - {key for key in predictions if key.path[-1] in names}, key=lambda k: k.to_user_string())
     log_path = path.parent / "logs" / f"run-{datetime.now():%Y%m%dT%H%M%S}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.get() as instance, open(log_path, "w") as log:
@@ -190,7 +206,8 @@ def run_pipeline(
                 capture.enter_context(contextlib.redirect_stdout(log))
                 capture.enter_context(contextlib.redirect_stderr(log))
             result = job.execute_in_process(
-                run_config=run_config, instance=instance, raise_on_error=False, tags={"as_of": as_of_text}
+                run_config=run_config, instance=instance, raise_on_error=False, tags={"as_of": as_of_text},
+                asset_selection=selection,
             )
         _clean_dbt_targets()
         if not result.success:

@@ -38,8 +38,6 @@ from ml.training import NotEnoughExamples, TrainedPrediction, score, time_split_
 
 # The asset check warns when realised AUC falls this far below what validation promised.
 DEGRADATION_TOLERANCE = 0.05
-# Score runs kept: all of the last 2 days (hourly scoring), then the last of each day.
-HISTORY_ALL_RUNS_DAYS = 2
 
 
 class PredictionRunError(RuntimeError):
@@ -195,35 +193,6 @@ def evaluate_realised(con: Any, declaration: PredictionDeclaration, as_of: datet
     return done
 
 
-def _write_scores(con: Any, declaration: PredictionDeclaration, scores: pd.DataFrame, as_of: datetime) -> None:
-    """Replace this as_of's scores and prune old runs, in one transaction."""
-    relation = tables.score_relation(declaration.name)
-    # A cursor of its own: DuckDB 2 refuses register() on a connection whose last result was read
-    # with fetchone(), and the write is one transaction of its own anyway.
-    cur = con.cursor()
-    try:
-        cur.register("cohortflow_new_scores", scores)
-        cur.execute("begin transaction")
-        cur.execute(f"delete from {relation} where as_of = ?", [as_of])
-        cur.execute(f"insert into {relation} select * from cohortflow_new_scores")
-        # Kept: every run of the last HISTORY_ALL_RUNS_DAYS, then the last run of each UTC day
-        # (enough for the realised evaluation, whose longest horizon is 90 days, and for backfills).
-        cur.execute(
-            f"""
-            delete from {relation}
-            where as_of < ? and as_of not in (
-                select max(as_of) from {relation} group by cast(as_of as date))
-            """,
-            [as_of - timedelta(days=HISTORY_ALL_RUNS_DAYS)],
-        )
-        cur.execute("commit")
-    except Exception:
-        cur.execute("rollback")
-        raise
-    finally:
-        cur.close()
-
-
 def run_prediction(
     con: Any,
     declaration: PredictionDeclaration,
@@ -266,7 +235,9 @@ def run_prediction(
             raise PredictionRunError(
                 f"prediction {declaration.name!r}: {len(examples.cutoffs)} usable training cutoff(s) as of {as_of:%Y-%m-%d %H:%M}, "
                 f"need at least 3 (fit, calibration, validation); a {spec.within_days}-day horizon needs history from "
-                f"{spec.within_days + 21} days before as_of. Skipped: {examples.skipped_cutoffs}"
+                f"{spec.within_days + 21} days before as_of; the last good scores stay in place (too little data for it: "
+                f"`cohortflow run --skip-prediction {declaration.name}`, or enabled: false in {declaration.declared_in}). "
+                f"Skipped: {examples.skipped_cutoffs}"
             )
         validation_cutoffs, calibration_cutoffs = time_split_sizes(
             examples.training["cutoff_at"], examples.training["label"], min_class_examples=spec.min_class_examples
@@ -280,8 +251,8 @@ def run_prediction(
         except NotEnoughExamples as exc:
             raise PredictionRunError(
                 f"prediction {declaration.name!r} as of {as_of:%Y-%m-%d %H:%M}: {exc}; the last good scores stay in place "
-                f"(an outcome this rare in your data: more history, a longer within_days, or enabled: false in "
-                f"{declaration.declared_in})"
+                f"(an outcome this rare in your data: more history, a longer within_days, "
+                f"`cohortflow run --skip-prediction {declaration.name}`, or enabled: false in {declaration.declared_in})"
             ) from None
         version = new_model_version(declaration.name, as_of)
         artefact = store.save(declaration.name, version, trained)
@@ -342,7 +313,7 @@ def run_prediction(
         "scored_at": pd.Timestamp(now),
         "as_of": pd.Timestamp(as_of),
     })
-    _write_scores(con, declaration, out, as_of)
+    tables.replace_run(con, tables.score_relation(declaration.name), out, as_of)
     run.scored_users = int(len(out))
     run.mean_probability = float(out["probability"].mean()) if len(out) else 0.0
     run.percentile_curve = _percentile_curve(out)

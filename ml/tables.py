@@ -10,6 +10,7 @@ Everything in ``ml`` is history, appended, never rewritten except when the same 
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 SCORES_SCHEMA = "predictions"
@@ -97,3 +98,38 @@ def score_relation(prediction_id: str) -> str:
 def ensure_score_table(con: Any, prediction_id: str) -> None:
     """The score table (dbt's on-run-start creates the same one, empty, before a first run)."""
     con.execute(f"create table if not exists {score_relation(prediction_id)} ({SCORE_COLUMNS})")
+
+
+# Runs kept in a per-run table (scores, recommendation lists): every run of the last two days (hourly
+# cadences), then the last run of each UTC day — enough for the realised / performance evaluations
+# (longest horizon 90 days) and for backfills.
+ALL_RUNS_DAYS = 2
+
+
+def replace_run(con: Any, relation: str, rows: Any, as_of: datetime) -> None:
+    """Write one run's rows (a DataFrame with the table's columns, in order) under ``as_of``.
+
+    One transaction: the as_of's earlier rows are replaced (re-running is idempotent), older runs
+    thinned (ALL_RUNS_DAYS); readers never see half a run and a failure leaves every run in place.
+    """
+    # A cursor of its own: DuckDB 2 refuses register() on a connection whose last result was read
+    # with fetchone(), and the write is one transaction of its own anyway.
+    cur = con.cursor()
+    try:
+        cur.register("cohortflow_new_run", rows)
+        cur.execute("begin transaction")
+        cur.execute(f"delete from {relation} where as_of = ?", [as_of])
+        cur.execute(f"insert into {relation} select * from cohortflow_new_run")
+        cur.execute(
+            f"""
+            delete from {relation}
+            where as_of < ? and as_of not in (select max(as_of) from {relation} group by cast(as_of as date))
+            """,
+            [as_of - timedelta(days=ALL_RUNS_DAYS)],
+        )
+        cur.execute("commit")
+    except Exception:
+        cur.execute("rollback")
+        raise
+    finally:
+        cur.close()

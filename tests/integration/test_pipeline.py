@@ -91,6 +91,11 @@ def test_whole_graph_materialises_and_syncs_track_membership(
     for prediction in first.predictions:
         m = prediction.metadata
         assert m["retrained"] and m["promoted"] and m["auc"] > 0.6 and m["calibration_error"] < 0.05, (prediction.name, m)
+        # What the asset page shows a marketer: a calibration chart, probability by percentile, the
+        # candidates beside the winner and what matters, in words.
+        assert "| bin | users | predicted | observed |" in m["calibration"]
+        assert "| percentile | probability |" in m["probability_by_percentile"]
+        assert "(chosen)" in m["candidates"] and m["what_matters"].startswith("- ")
     kinds = {c.cohort_id: c.kind for c in first.cohorts}
     assert kinds["likely_buyers_7d"] == kinds["churn_risk_30d"] == "predictive"
     top = members(isolated_env, "(select user_id from predictions.purchase_7d where percentile >= 90)")
