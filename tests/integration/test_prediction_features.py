@@ -9,10 +9,13 @@ cutoffs (the scoring cutoff AS_OF, then midnight of AS_OF's day minus 7, 14, ...
    incrementally; then events after CUT deleted (every one of a third of the users) and one altered,
    rebuilt from scratch. Every row at a cutoff <= CUT stays exactly equal; the scoring rows change.
 2. Hand-computed values: events one second before / exactly at a cutoff, on the first and last day
-   of a window, recency, tenure, orders, revenue and ratios.
+   of a window, recency, tenure, orders, revenue and ratios, the preferred hour (a tie), the evening
+   and weekend shares and the distinct categories / items viewed.
 3. The scoring row at a mid-day as_of counts the as_of day's events up to as_of only.
 4. Every row and column equals a plain per-cutoff computation from the events (Python below), for
-   the default cutoffs and for other `prediction_cutoffs` / `prediction_cutoff_step_days` vars.
+   the default cutoffs and for other `prediction_cutoffs` / `prediction_cutoff_step_days` vars: the
+   time of day from each event's UTC hour and weekday, the distinct counts from the view_item events'
+   category and item_id (what the computed properties read).
 """
 
 from __future__ import annotations
@@ -85,6 +88,19 @@ HAND_EVENTS = [
     ("buyer-08", "hand-buyer", "add_to_cart", "2024-02-29 12:00:00", 5, {}),
     ("buyer-04", "hand-buyer", "purchase", "2024-03-01 10:00:00", 6, {"revenue": 40}),
     ("buyer-05", "hand-buyer", "cancel_purchase", "2024-03-02 09:00:00", 7, {"revenue": 5}),
+    # hand-evening: the time of day and what was viewed. Hours 21 and 08 tie at C1 (twice each);
+    # 18:00:00 is evening, 17:59:59 is not; 02-11, 03-09 and 03-10 are a Sunday, a Saturday and a Sunday.
+    # Items: i6 is viewed a second before C1's 30 days (02-12 .. 03-12), i5 on their first second, i1
+    # on two days, i3 twice on one day; the add to cart of i1 is not a view; i4 is viewed exactly at C1.
+    ("evening-01", "hand-evening", "view_item", "2024-02-11 23:59:59", 1, {"item_id": "i6", "category": "garden"}),
+    ("evening-02", "hand-evening", "view_item", "2024-02-12 00:00:00", 2, {"item_id": "i5", "category": "music"}),
+    ("evening-03", "hand-evening", "view_item", "2024-03-09 21:30:00", 3, {"item_id": "i1", "category": "books"}),
+    ("evening-04", "hand-evening", "add_to_cart", "2024-03-09 21:45:00", 3, {"item_id": "i1", "category": "books"}),
+    ("evening-05", "hand-evening", "view_item", "2024-03-10 08:15:00", 4, {"item_id": "i2", "category": "books"}),
+    ("evening-06", "hand-evening", "view_item", "2024-03-11 08:40:00", 5, {"item_id": "i1", "category": "books"}),
+    ("evening-07", "hand-evening", "view_item", "2024-03-12 17:59:59", 6, {"item_id": "i3", "category": "garden"}),
+    ("evening-08", "hand-evening", "view_item", "2024-03-12 18:00:00", 6, {"item_id": "i3", "category": "garden"}),
+    ("evening-09", "hand-evening", "view_item", "2024-03-13 00:00:00", 7, {"item_id": "i4", "category": "toys"}),
     # hand-newcomer: first seen after C1, so a scoring row only.
     ("new-1", "hand-newcomer", "view_item", "2024-03-15 08:00:00", 1, {}),
     ("new-2", "hand-newcomer", "add_to_cart", "2024-03-15 08:10:00", 1, {}),
@@ -97,6 +113,7 @@ EXPECTED = {
     ("hand-edge", C2): {
         # 02-04 23:59:59 -> 03-06 00:00 (2024 is a leap year): 30 days and a second.
         "tenure_days": 30 + SECOND, "days_since_last_event": SECOND, "days_since_last_purchase": None,
+        "days_since_last_add_to_cart": SECOND,
         # 7 d = 02-28 .. 03-05 (the add_to_cart a second before C2); 30 d starts on 02-05 (its view
         # at 00:00 is in, the session_start a second earlier is not).
         "events_7d": 1, "events_30d": 2, "events_90d": 3, "events_all_time": 3,
@@ -119,6 +136,7 @@ EXPECTED = {
         # 23:00 are not; 03-13 23:59:59 is the day before the window.
         "is_scoring_cutoff": True,
         "tenure_days": 44 + (15 * 3600 + 1) / 86400, "days_since_last_event": 0.0,
+        "days_since_last_add_to_cart": 0.0,  # the add to cart exactly at as_of
         "days_since_last_purchase": SECOND, "events_7d": 3, "active_days_7d": 2, "events_previous_7d": 3,
         "events_trend_7d": 0.0, "purchases_7d": 1, "add_to_carts_7d": 1, "revenue_7d": 12.5,
         "events_all_time": 10, "purchases_all_time": 2, "orders_all_time": 2, "revenue_all_time": 42.5,
@@ -137,10 +155,33 @@ EXPECTED = {
         "revenue_30d": 35.0, "average_order_value": 17.5, "mean_days_between_orders": 5.0,
         "cancelled_purchases_all_time": 0,
     },
+    ("hand-evening", C2): {
+        # 23:59:59 on a Sunday and 00:00 on a Monday: a tie, the earlier hour wins.
+        "preferred_hour_utc_90d": 0, "preferred_hour_share_90d": 0.5, "evening_share_90d": 0.5,
+        "weekend_share_90d": 0.5, "distinct_items_viewed_30d": 2, "distinct_categories_viewed_30d": 2,
+        "days_since_last_add_to_cart": None,
+    },
+    ("hand-evening", C1): {
+        # 90 days: hours 00, 23, 21, 21, 08, 08, 17, 18 -> 08 (ties 21, earlier); evening 23, 21, 21,
+        # 18; weekend 02-11, 03-09 (two), 03-10. 30 days: i5, i1, i2, i3 (i6 is a second too early, i4
+        # exactly at C1); books, garden (i3), music.
+        "preferred_hour_utc_90d": 8, "preferred_hour_share_90d": 2 / 8, "evening_share_90d": 4 / 8,
+        "weekend_share_90d": 4 / 8, "distinct_items_viewed_30d": 4, "distinct_categories_viewed_30d": 3,
+        "views_30d": 6, "days_since_last_add_to_cart": 3 + 2.25 / 24,
+    },
+    ("hand-evening", AS_OF): {
+        # 30 days = 02-20 .. 03-20: i1, i2, i3, i4; books, garden, toys. The view at C1 (00:00) makes
+        # hour 00 a third hour with two events: 00, 08 and 21 tie, 00 wins.
+        "preferred_hour_utc_90d": 0, "preferred_hour_share_90d": 2 / 9, "evening_share_90d": 4 / 9,
+        "weekend_share_90d": 4 / 9, "distinct_items_viewed_30d": 4, "distinct_categories_viewed_30d": 3,
+    },
     ("hand-newcomer", AS_OF): {
         "tenure_days": 5 + 7 / 24, "events_7d": 2, "view_to_add_to_cart_ratio_30d": 1.0,
         "add_to_cart_to_purchase_ratio_30d": 0.0, "days_since_last_purchase": None,
         "average_order_value": None, "has_active_subscription": 0,
+        # Views without an item or category count for neither.
+        "preferred_hour_utc_90d": 8, "preferred_hour_share_90d": 1.0, "evening_share_90d": 0.0,
+        "weekend_share_90d": 0.0, "distinct_items_viewed_30d": 0, "distinct_categories_viewed_30d": 0,
     },
 }
 
@@ -200,7 +241,8 @@ def read_events(warehouse: Path) -> list[dict[str, Any]]:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         cursor = con.execute(
-            "select user_id, event_type, event_at, session_id, order_id, revenue from intermediate.int_events")
+            "select user_id, event_type, event_at, session_id, order_id, revenue, item_id, category "
+            "from intermediate.int_events")
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
     finally:
@@ -243,11 +285,19 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     # 1. The future after CUT arrives: appended (ingested later, the incremental path), some of it
     # for days long past (late events), one event exactly at CUT, one a microsecond after it.
     appended_users = generated_users[:5]
+    # The view a microsecond after CUT is of the item the user last viewed before CUT (if any): its
+    # next view moves closer, which must not change the distinct counts at CUT.
+    last_viewed = {
+        e["user_id"]: {"item_id": e["item_id"], "category": e["category"]}
+        for e in sorted(events, key=lambda e: e["event_at"])
+        if e["event_type"] == "view_item" and e["event_at"] < CUT and e["item_id"] is not None
+    }
+    assert sum(user in last_viewed for user in appended_users) >= 2
     future = []
     for index, user in enumerate(appended_users):
         future += [
             (f"future-{index}-a", user, "purchase", f"{CUT:%Y-%m-%d %H:%M:%S}", 900, {"order_id": f"f{index}", "revenue": 500}),
-            (f"future-{index}-b", user, "view_item", f"{CUT:%Y-%m-%d %H:%M:%S}.000001", 900, {}),
+            (f"future-{index}-b", user, "view_item", f"{CUT:%Y-%m-%d %H:%M:%S}.000001", 900, last_viewed.get(user, {})),
             (f"future-{index}-c", user, "add_to_cart", "2024-03-01 08:00:00", 901, {}),
             (f"future-{index}-d", user, "cancel_subscription", "2024-03-20 10:00:00", 902, {}),
         ]
@@ -366,6 +416,23 @@ def reference_row(seen: list[dict[str, Any]], cutoff: datetime, scoring: bool, l
     row["add_to_cart_to_purchase_ratio_30d"] = (
         row["purchases_30d"] / row["add_to_carts_30d"] if row["add_to_carts_30d"] else None)
     row["has_active_subscription"] = int(row["subscriptions_started_all_time"] > row["subscriptions_cancelled_all_time"])
+    carts = [e for e in seen if e["event_type"] == "add_to_cart"]
+    row["days_since_last_add_to_cart"] = days_since(max((e["event_at"] for e in carts), default=None))
+    # Time of day, last 90 days (UTC): the hour with the most events, the earliest on a tie.
+    recent = within(90)
+    per_hour: dict[int, int] = defaultdict(int)
+    for e in recent:
+        per_hour[e["event_at"].hour] += 1
+    busiest = max(per_hour.values(), default=0)
+    row["preferred_hour_utc_90d"] = min((h for h, n in per_hour.items() if n == busiest), default=None)
+    share = lambda n: n / len(recent) if recent else None  # noqa: E731
+    row["preferred_hour_share_90d"] = share(busiest)
+    row["evening_share_90d"] = share(sum(1 for e in recent if e["event_at"].hour >= 18))
+    row["weekend_share_90d"] = share(sum(1 for e in recent if e["event_at"].weekday() >= 5))
+    # Distinct values of the view_item events of the last 30 days (NULLs are no value).
+    views = [e for e in within(30) if e["event_type"] == "view_item"]
+    row["distinct_categories_viewed_30d"] = len({e["category"] for e in views if e["category"] is not None})
+    row["distinct_items_viewed_30d"] = len({e["item_id"] for e in views if e["item_id"] is not None})
     return row
 
 
@@ -414,6 +481,8 @@ def test_rows_at_cutoffs_up_to_a_changed_future_stay_exactly_equal(builds: Build
         before, after = builds.first.get((user, C2)), builds.appended[(user, C2)]
         assert after["purchases_7d"] == (before["purchases_7d"] if before else 0) + 1
         assert math.isclose(after["revenue_7d"], (before["revenue_7d"] if before else 0.0) + 500)
+        # The add to cart of 03-01 08:00 is the latest one C2 (03-06) sees, unless a later one was there.
+        assert after["days_since_last_add_to_cart"] <= 4 + 16 / 24 + 1e-9
 
 
 def test_hand_worked_values_at_the_window_edges(builds: Builds) -> None:

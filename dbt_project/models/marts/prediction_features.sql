@@ -12,8 +12,19 @@
 -- So every window spans N calendar days and `days_before` (last_day - activity_date) < N selects it.
 -- All cutoffs are computed in one pass: the cutoffs are range-joined to the day rows and each
 -- feature is one conditional aggregate over them (`days_before < N`). Recency uses exact timestamps
--- (first / last event of the day rows). The only read of events is the purchases' own times
--- (days_since_first/last_purchase), which the day rows do not keep: one scan of the purchase lines.
+-- (first / last event of the day rows). The only read of events is the exact times of purchases and
+-- adds to cart (days_since_first/last_purchase, days_since_last_add_to_cart), which the day rows do
+-- not keep: one scan of those lines.
+--
+-- Two kinds of feature are not sums of the day rows; each gets its own range join of the cutoffs,
+-- with the same last_day and `days_before < N` rule, to rows of the per-day state
+-- (macros/daily_state.sql; read like the day rows: stored days before as_of's day, as_of's day
+-- from its events up to as_of):
+--   time of day (preferred hour, its share, evening share; last 90 days): the events per user, day
+--     and UTC hour (builtin_states().event_hours, what user_properties.preferred_hour_of_day reads);
+--   distinct categories / items viewed (30 days): the computed properties of the same name, declared
+--     below, read from their per-day values and counted without a distinct (see viewed_reach).
+-- The weekend share is a sum of the day rows (their weekday).
 --
 -- Money: revenue is summed exactly (decimal) and only then cast to double precision: features for
 -- ML, not amounts to show or sync (those are in user_properties).
@@ -42,7 +53,19 @@
     ('subscriptions_started', 'start_subscription_count'),
     ('subscriptions_cancelled', 'cancel_subscription_count'),
 ] -%}
-{%- set windows = [7, 30, 90] %}
+{%- set windows = [7, 30, 90] -%}
+
+{#- The last day the oldest cutoff sees: older state rows are outside every 30 / 90-day window. -#}
+{%- set oldest_last_day = 'cast(' ~ as_of() ~ ' as date) - ' ~ ((cutoff_count * step_days + 1) if cutoff_count > 0 else 0) -%}
+
+{#- The distinct counts are these computed properties (user_properties.distinct_items_viewed_30d is
+    the second at as_of) at every cutoff. Declared in config.meta as computed_properties() does, so
+    that int_user_daily_state_values keeps their per-day values whatever else the project declares. -#}
+{%- set viewed_properties = [
+    unique_count('distinct_categories_viewed_30d', 'category', event='view_item', within=last(30, 'days')),
+    unique_count('distinct_items_viewed_30d', 'item_id', event='view_item', within=last(30, 'days')),
+] -%}
+{%- do config(meta={'computed_properties': viewed_properties}) %}
 
 with cutoffs as (
 
@@ -66,18 +89,20 @@ with cutoffs as (
 
 ),
 
-purchase_days as (
+cart_and_purchase_days as (
 
-    -- The exact times of the first and last purchase of each user and day (the day rows keep only
-    -- the day's first / last event of any type). Cut at as_of like every event read.
+    -- The exact times of the first and last purchase and of the last add to cart of each user and
+    -- day (the day rows keep only the day's first / last event of any type). Cut at as_of like
+    -- every event read.
     select
         user_id,
         cast(event_at as date) as activity_date,
-        min(event_at) as first_purchase_at,
-        max(event_at) as last_purchase_at
+        min(case when event_type = 'purchase' then event_at end) as first_purchase_at,
+        max(case when event_type = 'purchase' then event_at end) as last_purchase_at,
+        max(case when event_type = 'add_to_cart' then event_at end) as last_add_to_cart_at
 
     from {{ ref('int_events_as_of') }}
-    where event_type = 'purchase'
+    where event_type in ('purchase', 'add_to_cart')
     group by user_id, cast(event_at as date)
 
 ),
@@ -93,15 +118,20 @@ activity_days as (
         cast(days.{{ column }} as integer) as {{ column }},
         {%- endfor %}
         days.purchase_revenue + days.cancelled_revenue as revenue,
+        case
+            when {{ cohortflow_iso_day_of_week('days.activity_date') }} >= 6 then cast(days.event_count as integer)
+            else 0
+        end as weekend_event_count,
         days.first_event_at,
         days.last_event_at,
-        purchase_days.first_purchase_at,
-        purchase_days.last_purchase_at
+        cart_and_purchase_days.first_purchase_at,
+        cart_and_purchase_days.last_purchase_at,
+        cart_and_purchase_days.last_add_to_cart_at
 
     from {{ ref('int_user_daily_activity_as_of') }} as days
-    left join purchase_days
-        on days.user_id = purchase_days.user_id
-        and days.activity_date = purchase_days.activity_date
+    left join cart_and_purchase_days
+        on days.user_id = cart_and_purchase_days.user_id
+        and days.activity_date = cart_and_purchase_days.activity_date
 
 ),
 
@@ -134,6 +164,7 @@ aggregated as (
         max(last_event_at) as last_event_at,
         min(first_purchase_at) as first_purchase_at,
         max(last_purchase_at) as last_purchase_at,
+        max(last_add_to_cart_at) as last_add_to_cart_at,
         {%- for window in windows %}
         sum(case when days_before < {{ window }} then 1 else 0 end) as active_days_{{ window }}d,
         {%- endfor %}
@@ -152,10 +183,118 @@ aggregated as (
         -- Distinct days with an order: the first, the last and how many.
         min(case when order_count > 0 then activity_date end) as first_order_day,
         max(case when order_count > 0 then activity_date end) as last_order_day,
-        sum(case when order_count > 0 then 1 else 0 end) as order_days
+        sum(case when order_count > 0 then 1 else 0 end) as order_days,
+        -- Saturday and Sunday (UTC).
+        sum(case when days_before < 90 then weekend_event_count else 0 end) as weekend_events_90d
 
     from cutoff_days
     group by user_id, cutoff_at, is_scoring_cutoff
+
+),
+
+hour_counts as (
+
+    -- Events per user, cutoff and UTC hour of day in the cutoff's last 90 days: the state rows (per
+    -- user, day and hour '00' .. '23') joined to the cutoffs whose 90 days hold their day.
+    select
+        hour_days.user_id,
+        cutoffs.cutoff_at,
+        hour_days.hour_of_day,
+        sum(hour_days.event_count) as event_count
+
+    from (
+        select
+            user_id,
+            activity_date,
+            cast(property_value as integer) as hour_of_day,
+            cast(value_count as integer) as event_count
+        from ({{ daily_state_window_values(builtin_states().event_hours, ever()) }}) as state_days
+        where activity_date > {{ oldest_last_day }} - 90
+    ) as hour_days
+    inner join cutoffs
+        on hour_days.activity_date <= cutoffs.last_day
+        and hour_days.activity_date > cutoffs.last_day - 90
+    group by hour_days.user_id, cutoffs.cutoff_at, hour_days.hour_of_day
+
+),
+
+time_of_day as (
+
+    select
+        user_id,
+        cutoff_at,
+        -- The busiest hour; on a tie the earliest (as user_properties.preferred_hour_of_day): the
+        -- smallest hour_of_day - 24 x events (hours are below 24; an integer key costs less than a pair).
+        {{ cohortflow_arg_min('hour_of_day', 'hour_of_day - 24 * event_count') }} as preferred_hour,
+        max(event_count) as preferred_hour_events,
+        sum(case when hour_of_day >= 18 then event_count else 0 end) as evening_events,
+        sum(event_count) as hour_events
+
+    from hour_counts
+    group by user_id, cutoff_at
+
+),
+
+viewed_reach as (
+
+    -- The 30-day distinct counts without a distinct. A value (a category, an item) is in the 30 days
+    -- of a cutoff whose last day is L when its last view up to L is one of them. A view day is that
+    -- last view for every L from that day to the day before the value's next view, so it counts for
+    -- the cutoffs with 0 <= L - day < reach, reach = days to the next view, at most 30. The next view
+    -- may come after a cutoff: only "after L" is used, which no later event changes.
+    {%- for p in viewed_properties %}
+    {%- if not loop.first %}
+
+    union all
+    {% endif %}
+    select
+        '{{ p.name }}' as feature,
+        user_id,
+        activity_date,
+        cast(coalesce(least(lead(activity_date) over (
+            partition by user_id, property_value order by activity_date) - activity_date, 30), 30) as integer) as reach
+    from ({{ daily_state_window_values(computed_property_state(p), ever()) }}) as value_days
+    where activity_date > {{ oldest_last_day }} - 30
+    {%- endfor %}
+
+),
+
+viewed_counts as (
+
+    select
+        viewed_reach.user_id,
+        cutoffs.cutoff_at,
+        {%- for p in viewed_properties %}
+        sum(case when viewed_reach.feature = '{{ p.name }}' then 1 else 0 end) as {{ p.name }}{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from viewed_reach
+    inner join cutoffs
+        on viewed_reach.activity_date <= cutoffs.last_day
+        and cutoffs.last_day < viewed_reach.activity_date + viewed_reach.reach
+    group by viewed_reach.user_id, cutoffs.cutoff_at
+
+),
+
+features as (
+
+    select
+        aggregated.*,
+        time_of_day.preferred_hour,
+        time_of_day.preferred_hour_events,
+        time_of_day.evening_events,
+        time_of_day.hour_events,
+        {%- for p in viewed_properties %}
+        coalesce(viewed_counts.{{ p.name }}, 0) as {{ p.name }}{{ ',' if not loop.last }}
+        {%- endfor %}
+
+    from aggregated
+    left join time_of_day
+        on aggregated.user_id = time_of_day.user_id
+        and aggregated.cutoff_at = time_of_day.cutoff_at
+    left join viewed_counts
+        on aggregated.user_id = viewed_counts.user_id
+        and aggregated.cutoff_at = viewed_counts.cutoff_at
 
 )
 
@@ -170,6 +309,7 @@ select
     {{ cohortflow_seconds_between('last_event_at', 'cutoff_at') }} / 86400 as days_since_last_event,
     {{ cohortflow_seconds_between('first_purchase_at', 'cutoff_at') }} / 86400 as days_since_first_purchase,
     {{ cohortflow_seconds_between('last_purchase_at', 'cutoff_at') }} / 86400 as days_since_last_purchase,
+    {{ cohortflow_seconds_between('last_add_to_cart_at', 'cutoff_at') }} / 86400 as days_since_last_add_to_cart,
 
     {%- for window in windows %}
     cast(active_days_{{ window }}d as bigint) as active_days_{{ window }}d,
@@ -202,6 +342,15 @@ select
 
     {{ cohortflow_safe_divide('add_to_carts_30d', 'views_30d') }} as view_to_add_to_cart_ratio_30d,
     {{ cohortflow_safe_divide('purchases_30d', 'add_to_carts_30d') }} as add_to_cart_to_purchase_ratio_30d,
-    case when subscriptions_started_all_time > subscriptions_cancelled_all_time then 1 else 0 end as has_active_subscription
+    case when subscriptions_started_all_time > subscriptions_cancelled_all_time then 1 else 0 end as has_active_subscription,
 
-from aggregated
+    -- Time of day, last 90 days: NULL without an event in them.
+    cast(preferred_hour as integer) as preferred_hour_utc_90d,
+    {{ cohortflow_safe_divide('preferred_hour_events', 'hour_events') }} as preferred_hour_share_90d,
+    {{ cohortflow_safe_divide('evening_events', 'hour_events') }} as evening_share_90d,
+    {{ cohortflow_safe_divide('weekend_events_90d', 'events_90d') }} as weekend_share_90d,
+    {%- for p in viewed_properties %}
+    cast({{ p.name }} as bigint) as {{ p.name }}{{ ',' if not loop.last }}
+    {%- endfor %}
+
+from features
