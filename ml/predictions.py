@@ -285,6 +285,7 @@ def run_prediction(
         run.calibration_table, run.importance, run.summary = trained.calibration_table, trained.importance, trained.summary
         if promoted:
             serving_model, run.model_version, run.model_name = trained.model, version, trained.model_name
+            serving_columns = trained.feature_columns
     if serving_model is None:
         assert current is not None
         serving_model, meta = store.load(declaration.name, current.model_version)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from ml.training import NotEnoughExamples, TrainedPrediction, percentiles, score, train_prediction
+from ml.training import NotEnoughExamples, TrainedPrediction, percentiles, ranking_scores, score, train_prediction
 
 FEATURES = ["recent_purchases", "days_since_last_event", "noise"]
 DESCRIPTIONS = {
@@ -90,11 +90,15 @@ def test_planted_signal_is_learnt_and_calibrated(trained, examples):
     for report in trained.candidates.values():
         assert report["log_loss"] < report["baseline_log_loss"]
         assert report["beats_baseline"] is True
-    # The reported metrics are those of trained.model on the latest cutoff.
+    # The reported metrics are the winner's on the latest cutoff, before it was used in any way; the
+    # model that serves is that winner recalibrated on the calibration and validation cutoffs.
     validation = latest(examples)
     p = trained.predict(validation)
     assert trained.metrics["examples"] == len(validation)
-    assert trained.metrics["mean_probability"] == pytest.approx(p.mean())
+    assert trained.metrics["mean_probability"] == pytest.approx(p.mean(), abs=0.02)
+    assert abs(p.mean() - validation["label"].mean()) < 0.01  # recalibrated on it: the level is right
+    served = trained.summary["served_calibration"]
+    assert served["cutoffs"] == trained.summary["calibration_cutoffs"] + trained.summary["validation_cutoffs"]
     assert sum(row["examples"] for row in trained.calibration_table) == len(validation)
 
 
@@ -130,8 +134,11 @@ def test_validation_is_the_latest_cutoffs(trained, examples):
     assert summary["calibration_method"] == ("isotonic" if smaller_class >= 1000 else "sigmoid")
 
 
-def test_validation_labels_do_not_reach_the_model(examples):
-    """Permuting labels inside the validation cutoff changes the metrics, not the model."""
+def test_validation_labels_do_not_reach_the_fitted_model(examples):
+    """Permuting labels inside the validation cutoff changes the metrics, not the fitted model.
+
+    (They do reach the calibration of the model that serves, on purpose: see served_calibration.)
+    """
     rng = np.random.default_rng(1)
     scrambled = examples.copy()
     in_validation = scrambled["cutoff_at"] == scrambled["cutoff_at"].max()
@@ -141,7 +148,9 @@ def test_validation_labels_do_not_reach_the_model(examples):
     kwargs = dict(candidates=("logistic",), seed=0)
     honest = train_prediction(examples, FEATURES, **kwargs)
     blind = train_prediction(scrambled, FEATURES, **kwargs)
-    assert np.array_equal(honest.predict(examples), blind.predict(examples))
+    assert np.array_equal(
+        ranking_scores(honest.model, examples, FEATURES), ranking_scores(blind.model, examples, FEATURES)
+    )
     assert honest.metrics["auc"] > 0.75 > blind.metrics["auc"]
 
 
@@ -186,10 +195,12 @@ def test_isotonic_when_calibration_is_large_and_never_0_or_1():
     data = planted(users=7000, cutoffs=4, intercept=0.5, seed=5)
     trained = train_prediction(data, FEATURES, seed=0, candidates=("gradient_boosting",))
     assert trained.summary["calibration_method"] == "isotonic"
+    assert trained.summary["isotonic_probability_bound"] == pytest.approx(1 / (7000 + 2))
+    # The served model is recalibrated on calibration + validation (14,000 examples), bounded the same way.
+    served = trained.summary["served_calibration"]
+    assert served["method"] == "isotonic" and served["isotonic_probability_bound"] == pytest.approx(1 / (14000 + 2))
     p = trained.predict(data)
-    bound = trained.summary["isotonic_probability_bound"]
-    assert bound == pytest.approx(1 / (7000 + 2))
-    assert p.min() >= bound and p.max() <= 1 - bound
+    assert p.min() >= served["isotonic_probability_bound"] and p.max() <= 1 - served["isotonic_probability_bound"]
 
 
 def test_too_few_positives_is_refused_with_counts(examples):
@@ -282,3 +293,21 @@ def test_percentiles_break_probability_ties_by_the_score_before_calibration() ->
     assert (ranked >= 90).mean() == 0.1  # "the top 10 %" holds 10 %
     # Still ordered by probability first: a higher probability never gets a lower percentile.
     assert np.all(np.diff(ranked[np.lexsort((before_calibration, probability))]) >= 0)
+
+
+def test_a_feature_without_any_value_is_left_out_not_fatal() -> None:
+    # Purchase-only data (Online Retail) has no views or carts: their ratios are NULL everywhere,
+    # which made the gradient boosting fail ("window shape cannot be larger than input array shape").
+    rng = np.random.default_rng(0)
+    n = 6000
+    frame = pd.DataFrame({
+        "user_id": [f"u{i % 2000}" for i in range(n)],
+        "cutoff_at": pd.Timestamp("2024-01-01") + pd.to_timedelta((np.arange(n) // 2000) * 7, unit="D"),
+        "orders_90d": rng.poisson(2, n).astype(float),
+        "view_to_add_to_cart_ratio_30d": np.nan,
+    })
+    frame["label"] = (rng.random(n) < 0.1 + 0.05 * frame["orders_90d"].clip(0, 4)).astype(int)
+    trained = train_prediction(frame, ["orders_90d", "view_to_add_to_cart_ratio_30d"], seed=0)
+    assert trained.feature_columns == ["orders_90d"]
+    assert trained.summary["dropped_features"] == {"view_to_add_to_cart_ratio_30d": "no value in any example"}
+    assert score(trained, frame, trained.feature_columns)["probability"].between(0, 1).all()
