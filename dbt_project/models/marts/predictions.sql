@@ -7,7 +7,7 @@
 select
     cast(prediction_id as varchar) as prediction_id,
     cast(user_id as varchar) as user_id,
-    cast(probability as double) as probability,
+    cast(probability as double precision) as probability,
     cast(percentile as integer) as percentile,
     cast(model_version as varchar) as model_version,
     cast(scored_at as timestamp) as scored_at,
