@@ -35,6 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PREDICTION_META_KEY = "prediction"
 PREDICTIONS_SOURCE = "predictions"
 MAX_ACTIVE_PREDICTIONS = 30
+RECOMMENDATION_META_KEY = "recommendation"
+RECOMMENDATIONS_SOURCE = "recommendations"
+# meta keys of source tables that a Python asset of this project writes (not loaded raw data).
+PYTHON_ASSET_META_KEYS = (PREDICTION_META_KEY, RECOMMENDATION_META_KEY)
 HORIZONS = (7, 30, 60, 90)
 # The starting cohort when none is named: users with an event in the 90 days before the cutoff.
 ACTIVE_LAST_90_DAYS = "active_last_90_days"
@@ -219,6 +223,70 @@ def _cohort_models(manifest: Mapping[str, Any]) -> list[str]:
     )
 
 
+def _load_declared_tables(
+    manifest: Mapping[str, Any],
+    *,
+    meta_key: str,
+    source_name: str,
+    spec_model: type[BaseModel],
+    kind: str,
+    check: Any,
+    make: Any,
+    max_active: int,
+) -> list[Any]:
+    """Every table of ``source_name`` with ``config.meta.<meta_key>``, validated as ``spec_model``.
+
+    ``check(spec) -> str | None`` adds a project-level check (a cohort that does not exist...);
+    ``make(source, spec, where)`` builds the declaration. Raises :class:`DeclarationError` with every
+    problem of every declaration, one per line, each naming file, declaration and key.
+    """
+    problems: list[str] = []
+    found: list[Any] = []
+    for source in manifest.get("sources", {}).values():
+        meta = _source_meta(source)
+        if meta_key not in meta:
+            continue
+        name = source["name"]
+        where = f"{source.get('original_file_path', '?')}: {kind} {name!r}"
+        if source.get("source_name") != source_name:
+            problems.append(f"{where}: meta.{meta_key} belongs on a table of the source {source_name!r}, "
+                            f"not {source.get('source_name')!r}")
+            continue
+        if not _NAME.match(name):
+            problems.append(f"{where}: the name must be lower snake_case (letters, digits, _), at most 63 characters")
+            continue
+        raw = meta[meta_key]
+        if not isinstance(raw, Mapping):
+            problems.append(f"{where}: meta.{meta_key} must be a mapping, got {raw!r}")
+            continue
+        try:
+            spec = spec_model.model_validate(dict(raw))
+        except ValidationError as exc:
+            problems.extend(f"{where}: {line}" for line in validation_messages(exc, spec_model, f"meta.{meta_key}"))
+            continue
+        problem = check(spec)
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        found.append(make(source, spec))
+    active = [d for d in found if d.spec.enabled]
+    if len(active) > max_active:
+        problems.append(
+            f"{len(active)} {kind}s are enabled; at most {max_active} may be "
+            f"(set meta.{meta_key}.enabled: false on the ones not in use)"
+        )
+    if problems:
+        raise DeclarationError("\n".join(problems))
+    return sorted(found, key=lambda d: d.name)
+
+
+def _cohort_check(key: str, cohort: str, cohorts: Sequence[str]) -> str | None:
+    if cohort == ACTIVE_LAST_90_DAYS or cohort in cohorts:
+        return None
+    return (f"{key} {cohort!r} is not a cohort model of this project nor {ACTIVE_LAST_90_DAYS!r}"
+            f"{did_you_mean(cohort, [*cohorts, ACTIVE_LAST_90_DAYS])}")
+
+
 def load_predictions(manifest: Mapping[str, Any]) -> list[PredictionDeclaration]:
     """The predictions a parsed dbt project declares, checked; in name order.
 
@@ -228,55 +296,165 @@ def load_predictions(manifest: Mapping[str, Any]) -> list[PredictionDeclaration]
         Every problem of every declaration, one per line, each naming file, prediction and key.
     """
     cohorts = _cohort_models(manifest)
-    problems: list[str] = []
-    found: list[PredictionDeclaration] = []
-    for source in manifest.get("sources", {}).values():
-        meta = _source_meta(source)
-        if PREDICTION_META_KEY not in meta:
-            continue
-        name = source["name"]
-        where = f"{source.get('original_file_path', '?')}: prediction {name!r}"
-        if source.get("source_name") != PREDICTIONS_SOURCE:
-            problems.append(f"{where}: meta.prediction belongs on a table of the source {PREDICTIONS_SOURCE!r}, "
-                            f"not {source.get('source_name')!r}")
-            continue
-        if not _NAME.match(name):
-            problems.append(f"{where}: the name must be lower snake_case (letters, digits, _), at most 63 characters")
-            continue
-        raw = meta[PREDICTION_META_KEY]
-        if not isinstance(raw, Mapping):
-            problems.append(f"{where}: meta.prediction must be a mapping, got {raw!r}")
-            continue
-        try:
-            spec = PredictionSpec.model_validate(dict(raw))
-        except ValidationError as exc:
-            problems.extend(f"{where}: {line}" for line in validation_messages(exc, PredictionSpec, "meta.prediction"))
-            continue
-        if spec.starting_cohort != ACTIVE_LAST_90_DAYS and spec.starting_cohort not in cohorts:
-            problems.append(
-                f"{where}: meta.prediction.starting_cohort {spec.starting_cohort!r} is not a cohort model of this project"
-                f" nor {ACTIVE_LAST_90_DAYS!r}{did_you_mean(spec.starting_cohort, [*cohorts, ACTIVE_LAST_90_DAYS])}"
-            )
-            continue
-        found.append(
-            PredictionDeclaration(
-                name=name,
-                description=source.get("description") or "",
-                spec=spec,
-                relation=f"{source['schema']}.{source.get('identifier') or name}",
-                declared_in=str(source.get("original_file_path", "")),
-            )
-        )
-    active = [p for p in found if p.spec.enabled]
-    if len(active) > MAX_ACTIVE_PREDICTIONS:
-        problems.append(
-            f"{len(active)} predictions are enabled; at most {MAX_ACTIVE_PREDICTIONS} may be "
-            f"(set meta.prediction.enabled: false on the ones not in use)"
-        )
+    return _load_declared_tables(
+        manifest, meta_key=PREDICTION_META_KEY, source_name=PREDICTIONS_SOURCE, spec_model=PredictionSpec,
+        kind="prediction", max_active=MAX_ACTIVE_PREDICTIONS,
+        check=lambda spec: _cohort_check("meta.prediction.starting_cohort", spec.starting_cohort, cohorts),
+        make=lambda source, spec: PredictionDeclaration(
+            name=source["name"],
+            description=source.get("description") or "",
+            spec=spec,
+            relation=f"{source['schema']}.{source.get('identifier') or source['name']}",
+            declared_in=str(source.get("original_file_path", "")),
+        ),
+    )
+
+
+# --- recommendations ------------------------------------------------------------------------------
+
+
+MAX_ACTIVE_RECOMMENDATIONS = 30
+MAX_ITEMS_PER_USER = 100
+CANDIDATE_SOURCES = ("most_frequent", "list", "catalogue")
+FALLBACKS = ("trending", "popular")
+
+
+class CandidateItems(StrictModel):
+    """Which items may be recommended at all.
+
+    ``most_frequent``: the ``top`` items with the most interaction events in the ``within_days`` days
+    before as_of (Amplitude's default: 50 over 30 days); ``list``: exactly ``items``; ``catalogue``:
+    every item of the catalogue (``stg_items``), the long tail included.
+    """
+
+    source: Literal["most_frequent", "list", "catalogue"] = Field(default="most_frequent", alias="from")
+    top: int = Field(default=50, ge=1, le=1_000_000)
+    within_days: int = Field(default=30, ge=1, le=3650)
+    items: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _list_has_items(self) -> "CandidateItems":
+        if self.source == "list" and not self.items:
+            raise ValueError("from: list needs items: [item ids]")
+        if self.source != "list" and self.items:
+            raise ValueError(f"items: only goes with from: list (from is {self.source!r})")
+        return self
+
+
+class Exclusions(StrictModel):
+    """Items never recommended: listed ones, what the user already converted on, what is out of stock."""
+
+    items: list[str] = Field(default_factory=list)
+    converted: bool = True
+    out_of_stock: bool = True
+
+
+class RecommendationSpec(StrictModel):
+    """``config.meta.recommendation`` of one table of the ``recommendations`` source."""
+
+    label: str | None = None
+    item_property: str = Field(default="item_id", min_length=1, description="The event property naming the item.")
+    interactions: dict[str, float] = Field(
+        description="Event types that show interest, with weights (e.g. view_item: 1, add_to_cart: 3, purchase: 5).",
+        min_length=1,
+    )
+    outcome: str = Field(min_length=1, description="The event that is a conversion on an item (e.g. purchase).")
+    users: str = Field(default=ACTIVE_LAST_90_DAYS, description="Who gets recommendations: a cohort model.")
+    candidates: CandidateItems = Field(default_factory=CandidateItems)
+    exclude: Exclusions = Field(default_factory=Exclusions)
+    items_per_user: int = Field(default=10, ge=1, le=MAX_ITEMS_PER_USER)
+    control_percent: float = Field(default=10, ge=0, le=50, description="Users who get random candidate items instead.")
+    refresh: Literal["hourly", "daily"] = "daily"
+    fallback: Literal["trending", "popular"] = "trending"
+    min_history: int = Field(default=1, ge=1, description="Fewer interactions than this: the fallback list.")
+    holdout_days: int = Field(default=30, ge=1, le=365, description="Model selection: test on the outcomes of these last days.")
+    min_coverage: float = Field(default=0.25, ge=0, le=1, description="Model selection: share of candidate items a winner must reach.")
+    time_budget_seconds: float = Field(default=30, gt=0, le=3600, description="Model selection: the hyper-parameter search stops here.")
+    seed: int = 0
+    enabled: bool = True
+
+    @field_validator("interactions")
+    @classmethod
+    def _positive_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {event: weight for event, weight in value.items() if not weight > 0}
+        if bad:
+            raise ValueError(f"weights must be positive numbers, got {bad}")
+        return value
+
+
+class RecommendationDeclaration(StrictModel):
+    """One declared recommendation, checked."""
+
+    name: str
+    description: str
+    spec: RecommendationSpec
+    relation: str
+    declared_in: str
+
+    @property
+    def label(self) -> str:
+        return self.spec.label or self.name.replace("_", " ")
+
+
+def load_recommendations(manifest: Mapping[str, Any]) -> list[RecommendationDeclaration]:
+    """The recommendations a parsed dbt project declares, checked; in name order."""
+    cohorts = _cohort_models(manifest)
+    return _load_declared_tables(
+        manifest, meta_key=RECOMMENDATION_META_KEY, source_name=RECOMMENDATIONS_SOURCE, spec_model=RecommendationSpec,
+        kind="recommendation", max_active=MAX_ACTIVE_RECOMMENDATIONS,
+        check=lambda spec: _cohort_check("meta.recommendation.users", spec.users, cohorts),
+        make=lambda source, spec: RecommendationDeclaration(
+            name=source["name"],
+            description=source.get("description") or "",
+            spec=spec,
+            relation=f"{source['schema']}.{source.get('identifier') or source['name']}",
+            declared_in=str(source.get("original_file_path", "")),
+        ),
+    )
+
+
+def _plan_properties(manifest: Mapping[str, Any], event: str) -> list[str] | None:
+    node = _model_node(manifest, "tracking_plan")
+    meta = ((node or {}).get("config") or {}).get("meta") or (node or {}).get("meta") or {}
+    plan = meta.get("tracking_plan") if isinstance(meta.get("tracking_plan"), Mapping) else {}
+    spec = (plan.get("events") or {}).get(event) if isinstance(plan.get("events"), Mapping) else None
+    properties = spec.get("properties") if isinstance(spec, Mapping) else None
+    return sorted(properties) if isinstance(properties, Mapping) else None
+
+
+def load_project_recommendations(manifest: Mapping[str, Any]) -> list[RecommendationDeclaration]:
+    """The recommendations of a parsed project, checked against it: every interaction and outcome
+    event is in the tracking plan and carries the item property; the union model lists them all."""
+    declarations = load_recommendations(manifest)
+    if not declarations:
+        return []
+    events = _plan_events(manifest)
+    union = _model_node(manifest, RECOMMENDATIONS_UNION_MODEL)
+    union_sources = set((union or {}).get("depends_on", {}).get("nodes", []))
+    problems = []
+    for r in declarations:
+        where = f"{r.declared_in}: recommendation {r.name!r}"
+        unique_id = f"source.{(union or {}).get('package_name', 'cohortflow')}.{RECOMMENDATIONS_SOURCE}.{r.name}"
+        if union is not None and unique_id not in union_sources:
+            problems.append(f"{where}: add {r.name!r} to recommendation_names() in macros/recommendations.sql "
+                            "(the models that read every recommendation need its name when dbt parses)")
+        for key, event in [*((f"interactions.{e}", e) for e in r.spec.interactions), ("outcome", r.spec.outcome)]:
+            if events is not None and event not in events:
+                problems.append(f"{where}: meta.recommendation.{key}: {event!r} is not an event of the tracking plan"
+                                f"{did_you_mean(event, events)}")
+                continue
+            properties = _plan_properties(manifest, event)
+            if properties is not None and r.spec.item_property not in properties:
+                problems.append(f"{where}: meta.recommendation.item_property: {r.spec.item_property!r} is not a property "
+                                f"of {event!r} in the tracking plan{did_you_mean(r.spec.item_property, properties)}")
     if problems:
         raise DeclarationError("\n".join(problems))
-    return sorted(found, key=lambda p: p.name)
+    return declarations
 
+
+RECOMMENDATIONS_UNION_MODEL = "recommendations"
 
 FEATURES_MODEL = "prediction_features"
 OUTCOMES_MODEL = "prediction_outcomes"

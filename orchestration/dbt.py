@@ -10,7 +10,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from cohortflow.dbt_manifest import dbt_executable
-from cohortflow.declarations import PREDICTION_META_KEY
+from cohortflow.declarations import PYTHON_ASSET_META_KEYS
 from cohortflow.warehouse import DBT_PROJECT_DIR
 from orchestration.dbt_config import CohortflowTranslator, DbtRunConfig, dbt_build_invocation, environment
 from orchestration.resources import WarehouseResource
@@ -33,7 +33,7 @@ def source_asset_specs(manifest: Mapping[str, Any]) -> list[dg.AssetSpec]:
     specs = []
     for source in manifest["sources"].values():
         if is_python_asset_source(source):
-            continue  # written by a Python asset of this code location (a prediction): that asset is the spec
+            continue  # written by a Python asset of this code location: that asset is the spec
         specs.append(
             dg.AssetSpec(
                 key=translator.get_asset_key(source),
@@ -47,9 +47,9 @@ def source_asset_specs(manifest: Mapping[str, Any]) -> list[dg.AssetSpec]:
 
 
 def is_python_asset_source(source: Mapping[str, Any]) -> bool:
-    """A source table that one of our Python assets writes (``meta.prediction``), not a loaded raw table."""
+    """A source table that one of our Python assets writes (a prediction or a recommendation), not a loaded raw table."""
     meta = (source.get("config") or {}).get("meta") or source.get("meta") or {}
-    return PREDICTION_META_KEY in meta
+    return any(key in meta for key in PYTHON_ASSET_META_KEYS)
 
 
 def run_as_of(context: dg.AssetExecutionContext, configured: str | None) -> str | datetime:
