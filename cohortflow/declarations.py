@@ -368,6 +368,7 @@ class RecommendationSpec(StrictModel):
     control_percent: float = Field(default=10, ge=0, le=50, description="Users who get random candidate items instead.")
     refresh: Literal["hourly", "daily"] = "daily"
     fallback: Literal["trending", "popular"] = "trending"
+    attribution_days: int = Field(default=7, ge=1, le=90, description="Performance: a conversion on a recommended item counts this long after the lists.")
     min_history: int = Field(default=1, ge=1, description="Fewer interactions than this: the fallback list.")
     holdout_days: int = Field(default=30, ge=1, le=365, description="Model selection: test on the outcomes of these last days.")
     min_coverage: float = Field(default=0.25, ge=0, le=1, description="Model selection: share of candidate items a winner must reach.")

@@ -64,6 +64,27 @@ class PredictionOutcome:
 
 
 @dataclass
+class RecommendationOutcome:
+    """One recommendation asset's run: the model chosen against popularity, and who got lists."""
+
+    name: str
+    metadata: dict[str, Any]
+
+    def format_text(self) -> list[str]:
+        m = self.metadata
+
+        def num(key: str, spec: str) -> str:
+            value = m.get(key)
+            return format(value, spec) if isinstance(value, (int, float)) else "–"
+
+        return [
+            f"    {self.name}: {m.get('model', '?')} — recall@10 {num('recall_at_10', '.3f')} against popularity's "
+            f"{num('popularity_recall_at_10', '.3f')} ({num('recall_vs_popularity', '.1f')}×), catalogue coverage "
+            f"{num('coverage', '.0%')}; {num('users_served', ',')} users served, {num('control_users', ',')} in the control group"
+        ]
+
+
+@dataclass
 class SyncOutcome:
     name: str
     metadata: dict[str, Any]
@@ -84,6 +105,7 @@ class RunSummary:
     properties: list[str] = field(default_factory=list)
     syncs: list[SyncOutcome] = field(default_factory=list)
     predictions: list[PredictionOutcome] = field(default_factory=list)
+    recommendations: list[RecommendationOutcome] = field(default_factory=list)
     log_file: Path | None = None
 
     def format_text(self) -> str:
@@ -105,6 +127,10 @@ class RunSummary:
             sizes = {c.cohort_id: c for c in self.cohorts}
             for prediction in self.predictions:
                 lines += prediction.format_text(sizes)
+        if self.recommendations:
+            lines.append("  recommendations:")
+            for recommendation in self.recommendations:
+                lines += recommendation.format_text()
         if self.syncs:
             lines.append("  syncs:")
             for sync in self.syncs:
@@ -230,6 +256,14 @@ def run_pipeline(
             for event in materializations
             if event.asset_key.path[0] == "predictions"
         ]
+        recommendations = [
+            RecommendationOutcome(
+                name=event.asset_key.path[-1],
+                metadata={k: _metadata_value(v) for k, v in event.materialization.metadata.items()},
+            )
+            for event in materializations
+            if event.asset_key.path[0] == "recommendations"
+        ]
         summary = RunSummary(
             run_id=result.run_id,
             as_of=as_of_text,
@@ -239,6 +273,7 @@ def run_pipeline(
             checks_failed=sum(1 for c in checks if not c.passed),
             syncs=syncs,
             predictions=predictions,
+            recommendations=recommendations,
             log_file=log_path,
         )
     _read_back(summary)

@@ -18,6 +18,9 @@ ML_SCHEMA = "ml"
 MODELS_TABLE = f"{ML_SCHEMA}.prediction_models"
 REALISED_TABLE = f"{ML_SCHEMA}.prediction_realised"
 REALISED_DECILES_TABLE = f"{ML_SCHEMA}.prediction_realised_deciles"
+LISTS_SCHEMA = "recommendations"
+RECOMMENDATION_MODELS_TABLE = f"{ML_SCHEMA}.recommendation_models"
+RECOMMENDATION_PERFORMANCE_TABLE = f"{ML_SCHEMA}.recommendation_performance"
 
 SCORE_COLUMNS = """
     prediction_id   varchar   not null,
@@ -84,6 +87,75 @@ create table if not exists {REALISED_DECILES_TABLE} (
     realised_rate       double    not null
 );
 """
+
+
+LIST_COLUMNS = """
+    rec_id          varchar   not null,
+    user_id         varchar   not null,
+    rank            integer   not null,
+    item_id         varchar   not null,
+    score           double,
+    is_control      boolean   not null,
+    source          varchar   not null,
+    model_version   varchar   not null,
+    generated_at    timestamp not null,
+    as_of           timestamp not null
+"""
+
+RECOMMENDATION_DDL = f"""
+create schema if not exists {LISTS_SCHEMA};
+create schema if not exists {ML_SCHEMA};
+
+-- One row per run: the model chosen, why, and every candidate's holdout metrics beside popularity.
+create table if not exists {RECOMMENDATION_MODELS_TABLE} (
+    rec_id                  varchar   not null,
+    model_version           varchar   not null,
+    trained_at              timestamp not null,
+    as_of                   timestamp not null,
+    model_name              varchar   not null,   -- ease, als, item_cosine, ...
+    model_label             varchar   not null,   -- with its parameters: ease(l2=500)
+    reason                  varchar   not null,   -- the choice in words
+    recall_at_10            double,
+    precision_at_10         double,
+    ndcg_at_10              double,
+    coverage                double,
+    popularity_recall_at_10 double,
+    recall_vs_popularity    double,
+    candidates              json      not null,
+    skipped                 json      not null,
+    timings                 json      not null,
+    summary                 json      not null
+);
+
+-- Treatment against control for each run's lists, refreshed until its window closes.
+create table if not exists {RECOMMENDATION_PERFORMANCE_TABLE} (
+    rec_id                  varchar   not null,
+    scored_as_of            timestamp not null,
+    window_end              timestamp not null,
+    window_complete         boolean   not null,
+    evaluated_at            timestamp not null,
+    treatment_exposed       bigint    not null,
+    treatment_converted     bigint    not null,
+    treatment_rate          double,
+    treatment_repeat_rate   double,
+    control_exposed         bigint    not null,
+    control_converted       bigint    not null,
+    control_rate            double,
+    control_repeat_rate     double,
+    lift                    double,                -- treatment rate / control rate - 1
+    p_value                 double                 -- two-sided Welch t-test on converted (0/1)
+);
+"""
+
+
+def recommendation_relation(rec_id: str) -> str:
+    return f"{LISTS_SCHEMA}.{rec_id}"
+
+
+def ensure_recommendation_tables(con: Any, rec_id: str) -> None:
+    """The ml tables and the list table (dbt's on-run-start creates the same one, empty)."""
+    con.execute(RECOMMENDATION_DDL)
+    con.execute(f"create table if not exists {recommendation_relation(rec_id)} ({LIST_COLUMNS})")
 
 
 def ensure_tables(con: Any) -> None:

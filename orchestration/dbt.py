@@ -66,6 +66,14 @@ def run_as_of(context: dg.AssetExecutionContext, configured: str | None) -> str 
     return record.create_timestamp.astimezone(timezone.utc)
 
 
+def dbt_run_as_of(context: dg.AssetExecutionContext) -> datetime:
+    """The as_of the dbt step of this run builds for (its config, else the run's creation time)."""
+    from cohortflow.as_of import parse_as_of
+
+    config = ((context.run_config or {}).get("ops") or {}).get(DBT_ASSETS_OP, {}).get("config") or {}
+    return parse_as_of(run_as_of(context, config.get("as_of")))
+
+
 def dbt_cli_resource() -> DbtCliResource:
     """The dbt CLI of this environment, pointed at the project (and its profiles.yml)."""
     return DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable())

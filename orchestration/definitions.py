@@ -1,4 +1,4 @@
-"""The cohortflow code location: dbt models, predictions, syncs, the warehouse and the schedules.
+"""The cohortflow code location: dbt models, predictions, recommendations, syncs, the warehouse and the schedules.
 
 Loaded by ``workspace.yaml`` (``dagster dev``) and by ``cohortflow run``.
 """
@@ -12,10 +12,11 @@ import dagster as dg
 from dagster_dbt import get_asset_key_for_model
 
 from cohortflow.as_of import format_as_of
-from cohortflow.declarations import load_project_predictions
+from cohortflow.declarations import ACTIVE_LAST_90_DAYS, load_project_predictions, load_project_recommendations
 from cohortflow.sync_declarations import DESTINATIONS_FILE, load_project_declarations
 from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project, source_asset_specs
 from orchestration.predictions import build_prediction_asset, prediction_key
+from orchestration.recommendations import build_recommendation_asset, recommendation_key
 from orchestration.resources import ModelStoreResource, WarehouseResource
 from orchestration.syncs import WAREHOUSE_TAGS, build_sync_asset, build_sync_schedules, hourly_keys, on_demand_keys
 
@@ -37,6 +38,18 @@ prediction_assets = [
     )
     for p in prediction_declarations
 ]
+recommendation_declarations = load_project_recommendations(manifest)
+RECOMMENDATION_INPUTS = ("recommendation_events", "recommendation_items")
+recommendation_assets = [
+    build_recommendation_asset(
+        r,
+        deps=[
+            get_asset_key_for_model([cohortflow_dbt_models], m)
+            for m in (*RECOMMENDATION_INPUTS, *(() if r.spec.users == ACTIVE_LAST_90_DAYS else ("cohort_memberships",)))
+        ],
+    )
+    for r in recommendation_declarations
+]
 
 cohortflow_job = dg.define_asset_job(
     MAIN_JOB,
@@ -45,21 +58,26 @@ cohortflow_job = dg.define_asset_job(
     "(on-demand syncs run only when asked: `cohortflow sync run`, or Materialize in the UI).",
     tags=WAREHOUSE_TAGS,
 )
-# The hourly refresh rebuilds the models, scores the hourly predictions and ships the hourly syncs in
-# the same run; at midnight UTC it scores the daily predictions too (each retrains itself when its
+# The hourly refresh rebuilds the models, scores the hourly predictions, refreshes the hourly
+# recommendations and ships the hourly syncs in the same run; at midnight UTC it does the daily
+# predictions and recommendations too (each retrains itself when its
 # retraining cadence is due). Syncs of other cadences have their own jobs (sync_jobs) and ship what
 # the last refresh built.
 HOURLY_SELECTION = [
     *cohortflow_dbt_models.keys,
     *(prediction_key(p.name) for p in prediction_declarations if p.spec.scoring == "hourly"),
+    *(recommendation_key(r.name) for r in recommendation_declarations if r.spec.refresh == "hourly"),
     *hourly_keys(sync_declarations),
 ]
-DAILY_PREDICTIONS = [prediction_key(p.name) for p in prediction_declarations if p.spec.scoring == "daily"]
+DAILY_SELECTION = [
+    *(prediction_key(p.name) for p in prediction_declarations if p.spec.scoring == "daily"),
+    *(recommendation_key(r.name) for r in recommendation_declarations if r.spec.refresh == "daily"),
+]
 
 
 def refresh_selection(tick: datetime) -> list[dg.AssetKey]:
     """What the hourly refresh materialises at ``tick`` (UTC)."""
-    return [*HOURLY_SELECTION, *DAILY_PREDICTIONS] if tick.astimezone(timezone.utc).hour == 0 else HOURLY_SELECTION
+    return [*HOURLY_SELECTION, *DAILY_SELECTION] if tick.astimezone(timezone.utc).hour == 0 else HOURLY_SELECTION
 
 
 def run_config_for(as_of: str | None = None, *, full_refresh: bool = False) -> dict:
@@ -81,7 +99,7 @@ def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 defs = dg.Definitions(
-    assets=[*source_asset_specs(manifest), cohortflow_dbt_models, *prediction_assets, *sync_assets],
+    assets=[*source_asset_specs(manifest), cohortflow_dbt_models, *prediction_assets, *recommendation_assets, *sync_assets],
     jobs=[cohortflow_job, *sync_jobs],
     schedules=[hourly_refresh, *sync_schedules],
     resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource(), "model_store": ModelStoreResource()},

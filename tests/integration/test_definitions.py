@@ -234,3 +234,21 @@ def test_each_prediction_sits_between_its_features_and_its_predictive_cohorts(de
         with dg.build_schedule_context(scheduled_execution_time=tick) as context:
             [request] = schedule.evaluate_tick(context).run_requests
         assert {k.path[1] for k in request.asset_selection if k.path[0] == "predictions"} == expected
+
+
+def test_each_recommendation_sits_between_its_events_and_the_lists_dbt_serves(defs):
+    graph = defs.resolve_asset_graph()
+    node = graph.get(dg.AssetKey(["recommendations", "products_for_you"]))
+    assert node.group_name == "recommendations"
+    assert {dg.AssetKey(["marts", "recommendation_events"]), dg.AssetKey(["marts", "recommendation_items"])} <= set(node.parent_keys)
+    assert dg.AssetKey(["marts", "recommendations"]) in node.child_keys
+    assert {check.name for check in node.check_keys} == {"treatment_vs_control"}
+    main = set(defs.resolve_job_def("cohortflow_job").asset_layer.selected_asset_keys)
+    assert node.key in main
+    # Refreshed daily: in the midnight refresh only.
+    schedule = defs.resolve_schedule_def("hourly_refresh")
+    for hour, expected in ((12, False), (0, True)):
+        tick = datetime(2026, 3, 1, hour, 0, tzinfo=timezone.utc)
+        with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+            [request] = schedule.evaluate_tick(context).run_requests
+        assert (node.key in set(request.asset_selection)) == expected

@@ -103,6 +103,16 @@ def test_whole_graph_materialises_and_syncs_track_membership(
     assert materialisation_order(first.run_id, ["marts", "prediction_features"], ["predictions", "purchase_7d"],
                                  ["cohorts", "likely_buyers_7d"], ["marts", "cohorts"])
 
+    # dbt events -> the recommendation (a model chosen against popularity) -> the lists dbt serves.
+    (recommendation,) = first.recommendations
+    r = recommendation.metadata
+    assert recommendation.name == "products_for_you" and r["recall_vs_popularity"] > 1.5 and r["users_served"] > 5_000
+    assert "(chosen)" in r["candidates"] and "popularity" in r["candidates"]
+    assert members(isolated_env, "marts.user_recommendations") == members(
+        isolated_env, "(select user_id from recommendations.products_for_you)")
+    assert materialisation_order(first.run_id, ["marts", "recommendation_events"], ["recommendations", "products_for_you"],
+                                 ["marts", "recommendations"], ["marts", "user_recommendations"])
+
     cart_file = isolated_env.parent / "destinations" / "cart_abandoners_24h_to_files.csv"
     before = members(isolated_env, "cohorts.cart_abandoners_24h")
     assert file_members(cart_file) == before
