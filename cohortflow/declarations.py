@@ -280,6 +280,21 @@ def _load_declared_tables(
     return sorted(found, key=lambda d: d.name)
 
 
+def _declared_table(cls: type[BaseModel]) -> Any:
+    """Builds a ``cls`` (prediction / recommendation declaration) from a dbt source table and its spec."""
+
+    def make(source: Mapping[str, Any], spec: BaseModel) -> Any:
+        return cls(
+            name=source["name"],
+            description=source.get("description") or "",
+            spec=spec,
+            relation=f"{source['schema']}.{source.get('identifier') or source['name']}",
+            declared_in=str(source.get("original_file_path", "")),
+        )
+
+    return make
+
+
 def _cohort_check(key: str, cohort: str, cohorts: Sequence[str]) -> str | None:
     if cohort == ACTIVE_LAST_90_DAYS or cohort in cohorts:
         return None
@@ -300,13 +315,7 @@ def load_predictions(manifest: Mapping[str, Any]) -> list[PredictionDeclaration]
         manifest, meta_key=PREDICTION_META_KEY, source_name=PREDICTIONS_SOURCE, spec_model=PredictionSpec,
         kind="prediction", max_active=MAX_ACTIVE_PREDICTIONS,
         check=lambda spec: _cohort_check("meta.prediction.starting_cohort", spec.starting_cohort, cohorts),
-        make=lambda source, spec: PredictionDeclaration(
-            name=source["name"],
-            description=source.get("description") or "",
-            spec=spec,
-            relation=f"{source['schema']}.{source.get('identifier') or source['name']}",
-            declared_in=str(source.get("original_file_path", "")),
-        ),
+        make=_declared_table(PredictionDeclaration),
     )
 
 
@@ -406,13 +415,7 @@ def load_recommendations(manifest: Mapping[str, Any]) -> list[RecommendationDecl
         manifest, meta_key=RECOMMENDATION_META_KEY, source_name=RECOMMENDATIONS_SOURCE, spec_model=RecommendationSpec,
         kind="recommendation", max_active=MAX_ACTIVE_RECOMMENDATIONS,
         check=lambda spec: _cohort_check("meta.recommendation.users", spec.users, cohorts),
-        make=lambda source, spec: RecommendationDeclaration(
-            name=source["name"],
-            description=source.get("description") or "",
-            spec=spec,
-            relation=f"{source['schema']}.{source.get('identifier') or source['name']}",
-            declared_in=str(source.get("original_file_path", "")),
-        ),
+        make=_declared_table(RecommendationDeclaration),
     )
 
 

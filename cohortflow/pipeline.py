@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from cohortflow.as_of import format_as_of, parse_as_of
 from cohortflow.dbt_manifest import ensure_manifest
+from cohortflow.text import number
 from cohortflow.warehouse import PROJECT_ROOT, WAREHOUSE_ENV_VAR, warehouse_path
 
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
@@ -45,11 +46,7 @@ class PredictionOutcome:
 
     def format_text(self, sizes: dict[str, CohortSize]) -> list[str]:
         m = self.metadata
-
-        def num(key: str, spec: str) -> str:
-            value = m.get(key)
-            return format(value, spec) if isinstance(value, (int, float)) else "–"
-
+        num = lambda key, spec: number(m.get(key), spec)  # noqa: E731
         trained = "retrained, " + ("promoted" if m.get("promoted") else "NOT promoted") if m.get("retrained") else "scored only"
         lines = [
             f"    {self.name}: AUC {num('auc', '.3f')}, calibration error {num('calibration_error', '.4f')}, "
@@ -72,11 +69,7 @@ class RecommendationOutcome:
 
     def format_text(self) -> list[str]:
         m = self.metadata
-
-        def num(key: str, spec: str) -> str:
-            value = m.get(key)
-            return format(value, spec) if isinstance(value, (int, float)) else "–"
-
+        num = lambda key, spec: number(m.get(key), spec)  # noqa: E731
         return [
             f"    {self.name}: {m.get('model', '?')} — recall@10 {num('recall_at_10', '.3f')} against popularity's "
             f"{num('popularity_recall_at_10', '.3f')} ({num('recall_vs_popularity', '.1f')}×), catalogue coverage "

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from cohortflow.as_of import parse_as_of
 from cohortflow.declarations import PredictionDeclaration
+from cohortflow.text import markdown_table, number
 from ml.examples import ExamplesError, features_as_of
 from ml.predictions import PredictionRun, PredictionRunError, degradation, run_prediction
 from orchestration.resources import ModelStoreResource, WarehouseResource
@@ -47,36 +48,29 @@ def _bar(value: float, width: int = 20) -> str:
 
 def calibration_markdown(table: Sequence[dict[str, Any]]) -> str:
     """Predicted against observed per probability bin, with bars a marketer can read at a glance."""
-    lines = ["| bin | users | predicted | observed | predicted (bar) | observed (bar) |", "|---|---:|---:|---:|---|---|"]
-    for row in table:
-        lines.append(
-            f"| {row['bin']} | {row['examples']:,} | {row['mean_probability']:.1%} | {row['observed_rate']:.1%} "
-            f"| `{_bar(row['mean_probability'])}` | `{_bar(row['observed_rate'])}` |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        [("bin", "l"), ("users", "r"), ("predicted", "r"), ("observed", "r"), ("predicted (bar)", "l"), ("observed (bar)", "l")],
+        ([row["bin"], f"{row['examples']:,}", f"{row['mean_probability']:.1%}", f"{row['observed_rate']:.1%}",
+          f"`{_bar(row['mean_probability'])}`", f"`{_bar(row['observed_rate'])}`"] for row in table),
+    )
 
 
 def percentile_markdown(curve: Sequence[dict[str, Any]]) -> str:
     """Probability against percentile: "top 10 %" can still mean a low probability."""
-    lines = ["| percentile | probability | users | |", "|---:|---:|---:|---|"]
-    for row in curve:
-        lines.append(
-            f"| {row['percentile']} | {row['min_probability']:.1%}–{row['max_probability']:.1%} | {row['users']:,} "
-            f"| `{_bar(row['max_probability'])}` |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        [("percentile", "r"), ("probability", "r"), ("users", "r"), ("", "l")],
+        ([row["percentile"], f"{row['min_probability']:.1%}–{row['max_probability']:.1%}", f"{row['users']:,}",
+          f"`{_bar(row['max_probability'])}`"] for row in curve),
+    )
 
 
 def candidates_markdown(candidates: dict[str, dict[str, Any]], winner: str) -> str:
-    lines = ["| model | AUC | log loss | Brier | calibration error | top-decile lift |", "|---|---:|---:|---:|---:|---:|"]
-    for name, m in candidates.items():
-        def fmt(key: str, spec: str = ".3f") -> str:
-            value = m.get(key)
-            return format(value, spec) if isinstance(value, (int, float)) else "–"
-        mark = " (chosen)" if name == winner else ""
-        lines.append(f"| {name}{mark} | {fmt('auc')} | {fmt('log_loss', '.4f')} | {fmt('brier', '.4f')} "
-                     f"| {fmt('calibration_error', '.4f')} | {fmt('top_decile_lift', '.2f')} |")
-    return "\n".join(lines)
+    return markdown_table(
+        [("model", "l"), ("AUC", "r"), ("log loss", "r"), ("Brier", "r"), ("calibration error", "r"), ("top-decile lift", "r")],
+        ([name + (" (chosen)" if name == winner else ""), number(m.get("auc"), ".3f"), number(m.get("log_loss"), ".4f"),
+          number(m.get("brier"), ".4f"), number(m.get("calibration_error"), ".4f"), number(m.get("top_decile_lift"), ".2f")]
+         for name, m in candidates.items()),
+    )
 
 
 def run_metadata(run: PredictionRun) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from cohortflow.as_of import parse_as_of
 from cohortflow.declarations import RecommendationDeclaration
+from cohortflow.text import markdown_table, number
 from ml.recommendations import RecommendationRun, RecommendationRunError, run_recommendation
 from orchestration.dbt import dbt_run_as_of
 from orchestration.resources import WarehouseResource
@@ -38,37 +39,30 @@ def recommendation_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([RECOMMENDATIONS_GROUP, name])
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return format(value, spec) if isinstance(value, (int, float)) and value is not None else "–"
-
-
 def candidates_markdown(run: RecommendationRun) -> str:
     """Every candidate beside popularity: what the choice was made on."""
-    lines = [
-        "| model | recall@10 | × popularity | precision@10 | NDCG@10 | coverage | fit s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+    rows = [
+        [c.get("label", "") + (" (chosen)" if c.get("label") == run.label else ""), number(c.get("recall_at_k"), ".3f"),
+         number(c.get("recall_vs_popularity"), ".1f"), number(c.get("precision_at_k"), ".3f"),
+         number(c.get("ndcg_at_k"), ".3f"), number(c.get("coverage"), ".0%"), number(c.get("fit_seconds"), ".1f")]
+        for c in run.candidates
     ]
-    for c in run.candidates:
-        mark = " (chosen)" if c.get("label") == run.label else ""
-        lines.append(
-            f"| {c.get('label')}{mark} | {_fmt(c.get('recall_at_k'), '.3f')} | {_fmt(c.get('recall_vs_popularity'), '.1f')} "
-            f"| {_fmt(c.get('precision_at_k'), '.3f')} | {_fmt(c.get('ndcg_at_k'), '.3f')} | {_fmt(c.get('coverage'), '.0%')} "
-            f"| {_fmt(c.get('fit_seconds'), '.1f')} |"
-        )
-    for s in run.skipped:
-        lines.append(f"| {s.get('label')} | skipped: {s.get('reason')} | | | | | |")
-    return "\n".join(lines)
+    rows += [[s.get("label"), f"skipped: {s.get('reason')}", "", "", "", "", ""] for s in run.skipped]
+    return markdown_table(
+        [("model", "l"), ("recall@10", "r"), ("× popularity", "r"), ("precision@10", "r"), ("NDCG@10", "r"),
+         ("coverage", "r"), ("fit s", "r")],
+        rows,
+    )
 
 
 def performance_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| lists of | window | treatment | control | lift | p |", "|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['scored_as_of']:%Y-%m-%d %H:%M} | {'closed' if r['window_complete'] else 'open'} "
-            f"| {_fmt(r['treatment_rate'], '.1%')} of {r['treatment_exposed']:,} | {_fmt(r['control_rate'], '.1%')} of {r['control_exposed']:,} "
-            f"| {_fmt(r['lift'], '+.0%')} | {_fmt(r['p_value'], '.3f')} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        [("lists of", "l"), ("window", "l"), ("treatment", "r"), ("control", "r"), ("lift", "r"), ("p", "r")],
+        ([f"{r['scored_as_of']:%Y-%m-%d %H:%M}", "closed" if r["window_complete"] else "open",
+          f"{number(r['treatment_rate'], '.1%')} of {r['treatment_exposed']:,}",
+          f"{number(r['control_rate'], '.1%')} of {r['control_exposed']:,}", number(r["lift"], "+.0%"),
+          number(r["p_value"], ".3f")] for r in rows),
+    )
 
 
 def run_metadata(run: RecommendationRun) -> dict[str, Any]:
@@ -104,9 +98,9 @@ def _check(run: RecommendationRun) -> dg.AssetCheckResult:
     r = closed[-1]
     worse = r["lift"] is not None and r["lift"] < 0 and r["p_value"] is not None and r["p_value"] < SIGNIFICANCE
     description = (
-        f"lists of {r['scored_as_of']:%Y-%m-%d %H:%M}: treatment {_fmt(r['treatment_rate'], '.2%')} of "
-        f"{r['treatment_exposed']:,} exposed, control {_fmt(r['control_rate'], '.2%')} of {r['control_exposed']:,}; "
-        f"lift {_fmt(r['lift'], '+.0%')}, p = {_fmt(r['p_value'], '.3f')}"
+        f"lists of {r['scored_as_of']:%Y-%m-%d %H:%M}: treatment {number(r['treatment_rate'], '.2%')} of "
+        f"{r['treatment_exposed']:,} exposed, control {number(r['control_rate'], '.2%')} of {r['control_exposed']:,}; "
+        f"lift {number(r['lift'], '+.0%')}, p = {number(r['p_value'], '.3f')}"
     )
     return dg.AssetCheckResult(
         check_name=LIFT_CHECK, passed=not worse, severity=dg.AssetCheckSeverity.WARN,

@@ -206,6 +206,18 @@ class Recommender:
         return self.data
 
     # ---- recommending -----------------------------------------------------------------------
+    def _request(self, user_rows: Any, n: int, exclude: Any, allowed: Any) -> tuple[Any, ...]:
+        """Checked rows, the exclusion matrix, the allowed columns and empty (padded) outputs."""
+        data = self._require_fitted()
+        rows = np.asarray(user_rows, dtype=np.int64).ravel()
+        if rows.size and (rows.min() < 0 or rows.max() >= data.n_users):
+            raise IndexError(f"user rows must be in 0..{data.n_users - 1}")
+        excluded = _as_exclude(exclude, rows.size, data.n_items)
+        columns = _allowed_columns(allowed, data.n_items)
+        ids = np.full((rows.size, n), -1, dtype=np.int64)
+        values = np.full((rows.size, n), np.nan, dtype=np.float64)
+        return data, rows, excluded, columns, ids, values
+
     def recommend(
         self,
         user_rows: Any,
@@ -216,16 +228,9 @@ class Recommender:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n`` item columns and scores for each row (see the module docstring)."""
-        data = self._require_fitted()
-        rows = np.asarray(user_rows, dtype=np.int64).ravel()
-        if rows.size and (rows.min() < 0 or rows.max() >= data.n_users):
-            raise IndexError(f"user rows must be in 0..{data.n_users - 1}")
-        excluded = _as_exclude(exclude, rows.size, data.n_items)
-        columns = _allowed_columns(allowed, data.n_items)
+        data, rows, excluded, columns, ids, values = self._request(user_rows, n, exclude, allowed)
         if columns is not None and excluded is not None:
             excluded = excluded[:, columns]
-        ids = np.full((rows.size, n), -1, dtype=np.int64)
-        values = np.full((rows.size, n), np.nan, dtype=np.float64)
         if columns is not None and columns.size == 0:
             return ids, values
         context = self._prepare(columns)
@@ -499,14 +504,7 @@ class _MatrixFactorisation(Recommender):
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> tuple[np.ndarray, np.ndarray]:
-        data = self._require_fitted()
-        rows = np.asarray(user_rows, dtype=np.int64).ravel()
-        if rows.size and (rows.min() < 0 or rows.max() >= data.n_users):
-            raise IndexError(f"user rows must be in 0..{data.n_users - 1}")
-        excluded = _as_exclude(exclude, rows.size, data.n_items)
-        columns = _allowed_columns(allowed, data.n_items)
-        ids = np.full((rows.size, n), -1, dtype=np.int64)
-        values = np.full((rows.size, n), np.nan, dtype=np.float64)
+        data, rows, excluded, columns, ids, values = self._request(user_rows, n, exclude, allowed)
         if rows.size == 0 or (columns is not None and columns.size == 0):
             return ids, values
         if excluded is None:

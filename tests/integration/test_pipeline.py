@@ -8,12 +8,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from generated_warehouse import load_generated
 
 from cohortflow import warehouse
 from cohortflow.dbt_manifest import ensure_manifest
 from cohortflow.demo import run_webhook_syncs
-from cohortflow.generate import generate
-from cohortflow.ingest import ingest_files
 from cohortflow.pipeline import PipelineError, run_pipeline
 from reverse_etl.emulators.webhook import WebhookEmulator
 
@@ -23,15 +22,7 @@ END = datetime(2026, 11, 1)
 
 
 def load_sample(path: Path, data_dir: Path, *, users: int = 400, days: int = 45) -> datetime:
-    generate(data_dir, users=users, days=days, seed=7, end=END)
-    con = warehouse.connect(path)
-    try:
-        ingest_files(con, [data_dir / "items.csv"], "csv", entity="items")
-        ingest_files(con, [data_dir / "users.csv"], "csv", entity="users")
-        ingest_files(con, sorted(data_dir.glob("events-*.jsonl.gz")), "amplitude-export")
-        return con.execute("select max(event_time) from raw.events").fetchone()[0]
-    finally:
-        con.close()
+    return load_generated(path, data_dir, users=users, days=days, seed=7, end=END)
 
 
 def declared_cohort_ids() -> set[str]:

@@ -18,13 +18,11 @@ from typing import Any
 
 import duckdb
 import pytest
+from generated_warehouse import load_generated
 from test_dbt_project import run_dbt
 
 from cohortflow.dbt_manifest import ensure_manifest
 from cohortflow.declarations import PredictionDeclaration, load_project_predictions
-from cohortflow.generate import generate
-from cohortflow.ingest import ingest_files
-from cohortflow.warehouse import connect
 from ml import tables
 from ml.examples import ExamplesError
 from ml.predictions import PredictionRunError, degradation, model_in_service, run_prediction
@@ -41,15 +39,8 @@ NOW = datetime(2026, 11, 2, 9, 0)  # the wall clock the runs pretend (scored_at,
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("predictions")
-    generate(root / "data", users=3000, days=100, seed=11, end=END)
     path = root / "cohortflow.duckdb"
-    con = connect(path)
-    try:
-        ingest_files(con, [root / "data" / "items.csv"], "csv", entity="items")
-        ingest_files(con, [root / "data" / "users.csv"], "csv", entity="users")
-        ingest_files(con, sorted((root / "data").glob("events-*.jsonl.gz")), "amplitude-export")
-    finally:
-        con.close()
+    load_generated(path, root / "data", users=3000, days=100, seed=11, end=END)
     manifest = json.loads(ensure_manifest().read_text())
     declaration = {p.name: p for p in load_project_predictions(manifest)}["purchase_7d"]
     return {"root": root, "warehouse": path, "declaration": declaration, "store": ModelStore(root / "models")}
