@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cohortflow demo
 
+# Two workers, a test file each at a time: most of the suite waits on dbt and DuckDB subprocesses.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m 'not slow'

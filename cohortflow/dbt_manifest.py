@@ -7,7 +7,9 @@ the tests call :func:`ensure_manifest` once before Dagster imports the definitio
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Container
@@ -77,23 +79,45 @@ def ensure_manifest(project_dir: Path = DBT_PROJECT_DIR, *, force: bool = False)
     target = manifest_path(project_dir)
     if not force and not manifest_is_stale(project_dir):
         return target
+    # One parse at a time per project: two processes (a CLI run beside `dagster dev`, two test
+    # workers) parsing into one target folder at once can leave a torn manifest behind.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".cohortflow-parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and not manifest_is_stale(project_dir):
+            return target  # another process parsed it while we waited
+        return _parse(project_dir, target)
+
+
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+
+
+def _parse(project_dir: Path, target: Path) -> Path:
     # The same absolute warehouse path that every later run passes (orchestration.dbt_config).
     warehouse = str(warehouse_path())
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", WAREHOUSE_ENV_VAR: warehouse}
-    args = [dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--quiet"]
+    # Parsed into a scratch folder and moved into place file by file (os.replace is atomic), so a
+    # process reading the manifest meanwhile sees the old one or the new one, never half of one.
+    scratch = target.parent / f".parse-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    if (target.parent / PARTIAL_PARSE_FILE).exists():
+        shutil.copy2(target.parent / PARTIAL_PARSE_FILE, scratch / PARTIAL_PARSE_FILE)
+    args = [dbt_executable(), "parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
+            "--target-path", str(scratch), "--quiet"]
     # dbt 1.11's partial parse keeps a unit test that a YAML edit renamed or removed (it then runs,
     # and fails, against the new model): after a YAML change, parse from scratch (~2 s more, once).
     if target.exists() and target.stat().st_mtime < _newest_source_mtime(project_dir, (".yml", ".yaml")):
         args.append("--no-partial-parse")
-    proc = subprocess.run(
-        args,
-        cwd=project_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 or not target.exists():
-        raise RuntimeError(f"dbt parse failed in {project_dir}:\n{proc.stdout}\n{proc.stderr}".strip())
+    try:
+        proc = subprocess.run(args, cwd=project_dir, env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or not (scratch / target.name).exists():
+            raise RuntimeError(f"dbt parse failed in {project_dir}:\n{proc.stdout}\n{proc.stderr}".strip())
+        for name in (PARTIAL_PARSE_FILE, "semantic_manifest.json", target.name):  # the manifest last
+            if (scratch / name).exists():
+                os.replace(scratch / name, target.parent / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     # Touch so that a parse that rewrote nothing still counts as fresh.
     os.utime(target)
     _parsed_for_path(project_dir).write_text(warehouse)
