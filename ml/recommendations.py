@@ -137,7 +137,9 @@ def candidate_items(con: Any, declaration: RecommendationDeclaration, interactio
         return list(candidates.items)
     if candidates.source == "catalogue":
         return sorted(items["item_id"].astype(str))
-    recent = interactions[interactions["event_at"] > as_of - timedelta(days=candidates.within_days)]
+    # Only catalogue items (recommendation_items leaves out fees and other non-products).
+    recent = interactions[(interactions["event_at"] > as_of - timedelta(days=candidates.within_days))
+                          & interactions["item_id"].isin(items["item_id"])]
     counts = recent.groupby("item_id").size().sort_values(ascending=False, kind="stable")
     return [str(i) for i in counts.index[: candidates.top]]
 

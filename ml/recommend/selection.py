@@ -18,10 +18,12 @@
    skip is recorded with its reason. Popularity is always evaluated: it is the baseline every
    number is read against.
 3. The winner is the candidate with the highest ``recall_at_k`` (normalised recall, see
-   :mod:`ml.recommend.metrics`) among those whose catalogue coverage is at least
-   ``min_coverage`` — accuracy alone rewards showing everyone the bestsellers ("popularity
-   lock-in"). When no candidate reaches the coverage, the one with the best coverage wins and the
-   reason says so. Ties go to the earlier (cheaper) candidate.
+   :mod:`ml.recommend.metrics`) among those that beat popularity and whose catalogue coverage is
+   at least ``min_coverage`` — accuracy alone rewards showing everyone the bestsellers
+   ("popularity lock-in"), coverage alone rewards lists that rank no better than popularity. When
+   no candidate does both, the best recall among those that beat popularity wins (the reason says
+   the coverage was missed); when none beats popularity, the best coverage. Ties go to the earlier
+   (cheaper) candidate.
 4. The winner is **refitted on all events before as_of** (train + holdout) with the same
    parameters and seed, so the served model knows the latest weeks.
 
@@ -319,7 +321,13 @@ def select_recommender(
     def coverage(row: dict[str, Any]) -> float:
         return -1.0 if row["coverage"] is None else row["coverage"]
 
-    eligible = [row for row in tried if row["meets_coverage"]]
+    def beats_popularity(row: dict[str, Any]) -> bool:
+        return row is not baseline and recall(row) > recall(baseline)
+
+    # Coverage is a constraint on models that add something: a model that reaches the coverage
+    # but ranks no better than popularity is not a winner (it was, once, on Online Retail).
+    eligible = [row for row in tried if row["meets_coverage"] and beats_popularity(row)]
+    better = [row for row in tried if beats_popularity(row)]
     if not rows.size:
         best = baseline
         reason = (
@@ -329,6 +337,12 @@ def select_recommender(
     elif eligible:
         best = max(eligible, key=lambda row: (recall(row), -tried.index(row)))
         reason = _reason(best, baseline, k=k, min_coverage=min_coverage, eligible=True)
+    elif better:
+        best = max(better, key=lambda row: (recall(row), -tried.index(row)))
+        reason = (
+            f"no candidate both beat popularity and reached coverage {_pct(min_coverage)}; "
+            + _reason(best, baseline, k=k, min_coverage=min_coverage, eligible=True).replace(" ≥ ", " < ", 1)
+        )
     else:
         best = max(tried, key=lambda row: (coverage(row), recall(row), -tried.index(row)))
         reason = _reason(best, baseline, k=k, min_coverage=min_coverage, eligible=False)

@@ -1,20 +1,23 @@
 -- The catalogue the recommendation assets choose from: each item's latest known name, category,
--- price and stock state (stg_items), plus every item that events name but the catalogue lacks
--- (recommendable, with no attributes; never out of stock by default).
+-- price and stock state (stg_items), plus every item that events up to as_of name but the catalogue
+-- lacks (recommendable, with no attributes; never out of stock by default). Not products at all —
+-- fees, postage, vouchers, which the Online Retail loader marks category 'non_product' — are left
+-- out: nobody should be recommended "DOTCOM POSTAGE".
 {{ config(materialized='view') }}
 
 with catalogue as (
 
     select item_id, item_name, category, price, is_in_stock
     from {{ ref('stg_items') }}
+    where category is null or category <> 'non_product'
 
 ),
 
 named_by_events as (
 
     select distinct item_id
-    from {{ ref('int_events') }}
-    where item_id is not null
+    from {{ ref('int_events_as_of') }}
+    where item_id is not null and (category is null or category <> 'non_product')
 
 )
 
@@ -28,3 +31,6 @@ select
 from catalogue as c
 full outer join named_by_events as e
     on e.item_id = c.item_id
+where coalesce(c.item_id, e.item_id) not in (
+    select item_id from {{ ref('stg_items') }} where category = 'non_product'
+)
