@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export OPENBLAS_NUM_THREADS ?= 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: setup demo test test-fast ui bench clean
+.PHONY: setup demo test test-fast ui serve bench bench-api clean
 
 setup: $(STAMP)
 
@@ -32,10 +32,18 @@ test-fast: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/cohortflow ui
 
+# The Profile / Cohort API and the event endpoint on http://127.0.0.1:8000 (docs/api.md).
+serve: $(STAMP)
+	$(BIN)/cohortflow serve
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_sync_file.py
+
+# Needs wrk and hey (apt-get install -y wrk hey) and ~10 min the first time (a 100k-user run, cached).
+bench-api: $(STAMP)
+	$(BIN)/python bench/bench_api.py
 
 clean:
 	rm -rf warehouse data/generated dbt_project/target dbt_project/logs .pytest_cache

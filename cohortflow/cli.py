@@ -104,6 +104,24 @@ def ingest(fmt: str, entity: str, mappings: tuple[str, ...], mapping_file: Path 
     click.echo(summary.format_text())
 
 
+@main.command("ingest-landed")
+@click.option("--landing-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The API's landing folder [default: landing/ beside the warehouse file].")
+def ingest_landed_command(landing_dir: Path | None) -> None:
+    """Ingest the events the event endpoint (POST /2/httpapi) landed, without a whole run.
+
+    `cohortflow run` and the schedules do this first anyway; each event is ingested once.
+    """
+    from cohortflow.ingest import IngestError
+    from cohortflow.ingest.landing import ingest_landed
+
+    try:
+        result = ingest_landed(None, landing_dir)
+    except IngestError as exc:
+        _fail(str(exc))
+    click.echo(result.format_text())
+
+
 @main.command()
 @click.option("--as-of", "as_of", default=None, metavar="TIMESTAMP",
               help="Compute as of this UTC moment (YYYY-MM-DD[ HH:MM:SS] or ISO-8601); default: now.")
@@ -156,6 +174,35 @@ def ui(host: str, port: int) -> None:
     from cohortflow.ui import exec_dagster_dev
 
     exec_dagster_dev(host=host, port=port)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (each counts rate limits on its own).")
+@click.option("--access-log", is_flag=True, help="Log every request (method, path, status) to stderr.")
+def serve(host: str, port: int, workers: int, access_log: bool) -> None:
+    """Start the Profile API, Cohort API and event endpoint (OpenAPI docs at /docs).
+
+    Answers come from the serving snapshot the last run published; a new run's snapshot is picked up
+    without a restart. API keys: serving.yml (each names the environment variable holding its key).
+    """
+    from cohortflow.declarations import DeclarationError
+    from cohortflow.serving.server import ServeError, check_settings
+    from cohortflow.serving.server import serve as run_server
+    from cohortflow.serving.settings import load_settings
+
+    try:
+        settings = load_settings()
+        warnings = check_settings(settings)
+    except (DeclarationError, ServeError) as exc:
+        _fail(str(exc))
+    for warning in warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    click.echo(f"cohortflow API on http://{host}:{port} (docs: http://{host}:{port}/docs), "
+               f"{len(settings.keys)} key(s), snapshots from {settings.serving_dir}", err=True)
+    run_server(settings, host=host, port=port, workers=workers, access_log=access_log)
 
 
 # --- cohortflow tracking-plan ... ------------------------------------------------------------------

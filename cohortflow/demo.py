@@ -116,18 +116,24 @@ def run_demo(
             raise DemoError(str(exc)) from None
         echo(run.format_text())
 
-        echo(f"\n4/5 on-demand webhook syncs to a local receiver at {receiver.url} (signed, de-duplicated on message_id) ...")
+        echo(f"\n4/6 on-demand webhook syncs to a local receiver at {receiver.url} (signed, de-duplicated on message_id) ...")
         for line in run_webhook_syncs(path, receiver):
             echo(line)
 
+    echo("\n5/6 the API, on the serving snapshot this run published ...")
+    for line in show_profile_api(path):
+        echo(line)
+
     events = results[2]
     echo(
-        "\n5/5 done in {:.0f} s.\n"
+        "\n6/6 done in {:.0f} s.\n"
         "  events: {:,} loaded, {:,} rejected, {:,} duplicate (rejections with reasons: raw.rejected_events)\n"
         "  warehouse: {}\n"
         "  explore:   select * from marts.cohorts  (any DuckDB client on {})\n"
         "  syncs:     cohortflow sync list / status NAME  (history: cohortflow_syncs.sync_runs, sync_records)\n"
-        "  open the UI: make ui   → http://127.0.0.1:3000 (asset graph, runs, schedules)".format(
+        "  open the UI: make ui   → http://127.0.0.1:3000 (asset graph, runs, schedules)\n"
+        "  start the API: export COHORTFLOW_API_KEY=<a long random secret>; make serve\n"
+        "                 → http://127.0.0.1:8000/docs (keys and scopes: serving.yml; docs/api.md)".format(
             time.perf_counter() - started,
             events.rows_loaded,
             events.rows_rejected,
@@ -136,6 +142,48 @@ def run_demo(
             path,
         )
     )
+
+
+def show_profile_api(path: Path) -> list[str]:
+    """Start the API for a moment (this process, 127.0.0.1, a throwaway key) and show one real answer:
+    a user who has a recommendation list and a propensity, if there is one."""
+    import dataclasses
+    import sqlite3
+
+    import httpx
+
+    from cohortflow.serving.settings import ApiKey, Scope, key_digest, load_settings
+    from cohortflow.serving.server import serving_in_thread
+    from cohortflow.serving.snapshot import POINTER
+
+    key = secrets.token_urlsafe(24)
+    settings = dataclasses.replace(
+        load_settings(path, environ={}),
+        keys=(ApiKey("demo", key_digest(key), frozenset(Scope), "6000/minute"),),
+    )
+    pointer = json.loads((settings.serving_dir / POINTER).read_text())
+    with sqlite3.connect(f"file:{settings.serving_dir / pointer['file']}?mode=ro", uri=True) as db:
+        row = db.execute(
+            "select u.user_id, (select min(rec_id) from recommendations r where r.user_id = u.user_id), "
+            "(select group_concat(prediction_id) from propensities p where p.user_id = u.user_id) "
+            "from users u where u.cohort_ids <> '[]' order by (select count(*) from propensities p "
+            "where p.user_id = u.user_id) desc, u.user_id limit 1"
+        ).fetchone()
+    if row is None:
+        return ["  (no users in the snapshot)"]
+    user_id, rec_id, predictions = row
+    query = f"user_id={user_id}&get_amp_props=true&get_cohort_ids=true"
+    if rec_id:
+        query += f"&get_recs=true&rec_id={rec_id}"
+    if predictions:
+        query += f"&get_propensity=true&prediction_id={predictions}&propensity_type=pct"
+    with serving_in_thread(settings) as url:
+        answer = httpx.get(f"{url}/v1/userprofile?{query}", headers={"Authorization": f"Api-Key {key}"}, timeout=10)
+    if answer.status_code != 200:
+        raise DemoError(f"the Profile API answered {answer.status_code}: {answer.text[:300]}")
+    lines = [f"  GET /v1/userprofile?{query}", "  Authorization: Api-Key …  →  200"]
+    lines += ["  " + line for line in json.dumps(answer.json(), indent=2).splitlines()]
+    return lines
 
 
 def run_webhook_syncs(path: Path, receiver: WebhookEmulator) -> list[str]:

@@ -100,19 +100,22 @@ class RunSummary:
     predictions: list[PredictionOutcome] = field(default_factory=list)
     recommendations: list[RecommendationOutcome] = field(default_factory=list)
     log_file: Path | None = None
+    #: What the raw/events asset ingested of the events POST /2/httpapi landed (its materialisation metadata).
+    landed_events: dict[str, Any] | None = None
 
     def format_text(self) -> str:
         lines = [
             f"Run {self.run_id} as of {self.as_of} UTC on {self.warehouse}",
             f"  {self.assets_materialized} assets materialised, {self.checks_passed} checks passed (dbt tests, sync rejected shares)"
             + (f", {self.checks_failed} FAILED" if self.checks_failed else ""),
+            *self._landed_lines(),
             f"  computed properties for {self.user_count:,} users ({len(self.properties)}):",
             *textwrap.wrap(", ".join(self.properties), width=100, initial_indent="    ", subsequent_indent="    "),
             "  cohorts:",
         ]
         width = max((len(c.cohort_name) for c in self.cohorts), default=0)
         lines += [
-            f"    {c.cohort_name.ljust(width)}  {c.size:>8,} users" + ("  (predictive)" if c.kind == "predictive" else "")
+            f"    {c.cohort_name.ljust(width)}  {c.size:>8,} users" + (f"  ({c.kind})" if c.kind in ("predictive", "uploaded") else "")
             for c in self.cohorts
         ]
         if self.predictions:
@@ -135,6 +138,14 @@ class RunSummary:
         if self.log_file is not None:
             lines.append(f"  log: {self.log_file}")
         return "\n".join(lines)
+
+    def _landed_lines(self) -> list[str]:
+        m = self.landed_events
+        if not m or not m.get("requests_ingested"):
+            return []
+        return [f"  landed events (POST /2/httpapi): {m['requests_ingested']:,} request(s): {m.get('rows_read', 0):,} read, "
+                f"{m.get('rows_loaded', 0):,} loaded, {m.get('rows_duplicate', 0):,} duplicate, "
+                f"{m.get('rows_rejected', 0):,} rejected"]
 
 
 def ensure_dagster_home() -> Path:
@@ -160,7 +171,9 @@ def run_pipeline(
     verbose: bool = False,
     skip_predictions: Sequence[str] | bool = (),
 ) -> RunSummary:
-    """Materialise every asset (dbt models, predictions, then syncs) in this process.
+    """Materialise every asset (landed events, dbt models, predictions, then syncs) in this process.
+
+    Events the event endpoint (``POST /2/httpapi``) landed are ingested first (the ``raw/events`` asset).
 
     Parameters
     ----------
@@ -257,6 +270,11 @@ def run_pipeline(
             for event in materializations
             if event.asset_key.path[0] == "recommendations"
         ]
+        landed_events = next(
+            ({k: _metadata_value(v) for k, v in event.materialization.metadata.items()}
+             for event in materializations if tuple(event.asset_key.path) == ("raw", "events")),
+            None,
+        )
         summary = RunSummary(
             run_id=result.run_id,
             as_of=as_of_text,
@@ -268,6 +286,7 @@ def run_pipeline(
             predictions=predictions,
             recommendations=recommendations,
             log_file=log_path,
+            landed_events=landed_events,
         )
     _read_back(summary)
     return summary

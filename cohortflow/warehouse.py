@@ -98,6 +98,31 @@ create table if not exists {RAW_SCHEMA}.ingested_files (
     ingested_at       timestamp not null,
     primary key (file_sha256, source_format, entity)
 );
+
+-- Uploaded cohorts: the Cohort API lands each upload / membership change as a file
+-- (<warehouse folder>/landing/cohorts), cohortflow.ingest.uploaded_cohorts copies it here at the start
+-- of the next run. One row per change, in the order the API accepted them; dbt folds them.
+create table if not exists {RAW_SCHEMA}.uploaded_cohort_changes (
+    change_id         varchar   not null,             -- <request_id>:<position in the request>, unique
+    request_id        varchar   not null,             -- one accepted API request = one landed file
+    cohort_id         varchar   not null,
+    operation         varchar   not null,             -- create / replace (a whole new list) / add / remove
+    cohort_name       varchar,                        -- create / replace only
+    description       varchar,
+    owner             varchar,
+    id_type           varchar   not null,             -- BY_USER_ID
+    id_count          bigint    not null,             -- distinct valid ids in this change
+    received_at       timestamp not null,             -- when the API accepted it (UTC)
+    change_sequence   bigint    not null,             -- received_at in ns: the order of changes, then change_id
+    requested_by      varchar   not null,             -- the API key's name
+    source_file       varchar   not null,
+    ingested_at       timestamp not null
+);
+
+create table if not exists {RAW_SCHEMA}.uploaded_cohort_change_ids (
+    change_id         varchar   not null,
+    user_id           varchar   not null              -- one row per distinct id of the change
+);
 """
 
 

@@ -49,7 +49,8 @@ def source_asset_specs(manifest: Mapping[str, Any]) -> list[dg.AssetSpec]:
 def is_python_asset_source(source: Mapping[str, Any]) -> bool:
     """A source table that one of our Python assets writes (a prediction or a recommendation), not a loaded raw table."""
     meta = (source.get("config") or {}).get("meta") or source.get("meta") or {}
-    return any(key in meta for key in PYTHON_ASSET_META_KEYS)
+    # landed_by: written by an ingest asset of what the API landed (orchestration/uploaded_cohorts.py).
+    return any(key in meta for key in (*PYTHON_ASSET_META_KEYS, "landed_by"))
 
 
 def run_as_of(context: dg.AssetExecutionContext, configured: str | None) -> str | datetime:

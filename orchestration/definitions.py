@@ -13,12 +13,16 @@ from dagster_dbt import get_asset_key_for_model
 
 from cohortflow.as_of import format_as_of
 from cohortflow.declarations import ACTIVE_LAST_90_DAYS, load_project_predictions, load_project_recommendations
+from cohortflow.serving.snapshot import attribute_columns, syncs_by_cohort
 from cohortflow.sync_declarations import DESTINATIONS_FILE, load_project_declarations
 from orchestration.dbt import DBT_ASSETS_OP, cohortflow_dbt_models, dbt_cli_resource, dbt_project, source_asset_specs
+from orchestration.landed_events import EVERY_MINUTE_CRON, RAW_EVENTS_KEY, build_events_schedule, build_landed_events_asset
 from orchestration.predictions import build_prediction_asset, prediction_key
 from orchestration.recommendations import build_recommendation_asset, recommendation_key
 from orchestration.resources import ModelStoreResource, WarehouseResource
-from orchestration.syncs import WAREHOUSE_TAGS, build_sync_asset, build_sync_schedules, hourly_keys, on_demand_keys
+from orchestration.serving import SERVED_MODELS, SERVING_SNAPSHOT_KEY, build_serving_snapshot_asset
+from orchestration.syncs import WAREHOUSE_TAGS, build_sync_asset, build_sync_schedules, hourly_keys, on_demand_keys, sync_key
+from orchestration.uploaded_cohorts import build_uploaded_cohorts_asset, uploaded_cohort_source_keys
 
 MAIN_JOB = "cohortflow_job"
 
@@ -28,7 +32,14 @@ sync_declarations = load_project_declarations(manifest, DESTINATIONS_FILE)
 sync_assets = [
     build_sync_asset(d, get_asset_key_for_model([cohortflow_dbt_models], d.model_name)) for d in sync_declarations
 ]
-sync_jobs, sync_schedules = build_sync_schedules(sync_declarations)
+# Every-minute syncs run in the every-minute refresh (after the models), not in a job of their own.
+sync_jobs, sync_schedules = build_sync_schedules([d for d in sync_declarations if d.cron != EVERY_MINUTE_CRON])
+# raw/events is materialisable: it ingests the events POST /2/httpapi landed, upstream of stg_events.
+source_specs = source_asset_specs(manifest)
+landed_events_asset = build_landed_events_asset(next(s for s in source_specs if s.key == RAW_EVENTS_KEY))
+# Cohort uploads the API landed, copied into raw tables before dbt reads them.
+UPLOADED_COHORT_KEYS = uploaded_cohort_source_keys(manifest)
+uploaded_cohorts_asset = build_uploaded_cohorts_asset(UPLOADED_COHORT_KEYS)
 prediction_declarations = load_project_predictions(manifest)
 prediction_assets = [
     build_prediction_asset(
@@ -50,6 +61,11 @@ recommendation_assets = [
     )
     for r in recommendation_declarations
 ]
+serving_snapshot_asset = build_serving_snapshot_asset(
+    deps=[get_asset_key_for_model([cohortflow_dbt_models], m) for m in SERVED_MODELS],
+    attributes=attribute_columns(manifest),
+    syncs=syncs_by_cohort(sync_declarations),
+)
 
 cohortflow_job = dg.define_asset_job(
     MAIN_JOB,
@@ -64,10 +80,13 @@ cohortflow_job = dg.define_asset_job(
 # retraining cadence is due). Syncs of other cadences have their own jobs (sync_jobs) and ship what
 # the last refresh built.
 HOURLY_SELECTION = [
+    RAW_EVENTS_KEY,
+    *UPLOADED_COHORT_KEYS,
     *cohortflow_dbt_models.keys,
     *(prediction_key(p.name) for p in prediction_declarations if p.spec.scoring == "hourly"),
     *(recommendation_key(r.name) for r in recommendation_declarations if r.spec.refresh == "hourly"),
     *hourly_keys(sync_declarations),
+    SERVING_SNAPSHOT_KEY,
 ]
 DAILY_SELECTION = [
     *(prediction_key(p.name) for p in prediction_declarations if p.spec.scoring == "daily"),
@@ -85,6 +104,20 @@ def run_config_for(as_of: str | None = None, *, full_refresh: bool = False) -> d
     return {"ops": {DBT_ASSETS_OP: {"config": {"as_of": as_of, "full_refresh": full_refresh}}}}
 
 
+# Every minute: landed events in, models rebuilt as of the tick, snapshot published, every-minute syncs out.
+MINUTE_SYNCS = [d for d in sync_declarations if d.cron == EVERY_MINUTE_CRON]
+MINUTE_SELECTION = [
+    RAW_EVENTS_KEY,
+    *UPLOADED_COHORT_KEYS,
+    *cohortflow_dbt_models.keys,
+    *(sync_key(d) for d in MINUTE_SYNCS),
+    SERVING_SNAPSHOT_KEY,
+]
+events_job, events_schedule = build_events_schedule(
+    MINUTE_SELECTION, run_config_for, minute_syncs=[d.spec.name for d in MINUTE_SYNCS]
+)
+
+
 @dg.schedule(job=cohortflow_job, cron_schedule="0 * * * *", execution_timezone="UTC", name="hourly_refresh")
 def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Every hour, recompute as of the tick (not of when the run starts) so backfilled ticks are exact,
@@ -99,9 +132,10 @@ def hourly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 defs = dg.Definitions(
-    assets=[*source_asset_specs(manifest), cohortflow_dbt_models, *prediction_assets, *recommendation_assets, *sync_assets],
-    jobs=[cohortflow_job, *sync_jobs],
-    schedules=[hourly_refresh, *sync_schedules],
+    assets=[*(s for s in source_specs if s.key != RAW_EVENTS_KEY), landed_events_asset, uploaded_cohorts_asset,
+            cohortflow_dbt_models, *prediction_assets, *recommendation_assets, *sync_assets, serving_snapshot_asset],
+    jobs=[cohortflow_job, events_job, *sync_jobs],
+    schedules=[hourly_refresh, events_schedule, *sync_schedules],
     resources={"dbt": dbt_cli_resource(), "warehouse": WarehouseResource(), "model_store": ModelStoreResource()},
     # One DuckDB file admits one writer process: run the steps of a run in one process, in order.
     executor=dg.in_process_executor,

@@ -18,6 +18,7 @@
     user_property: when the latest value was set (most_recent), the first matching update in the
         window (any_in_window);  computed_property: the user's last event (when the value last
         could change), else first_seen_at;  in_cohort: that cohort's entered_at;
+    in_uploaded_cohort: when the user was added to the uploaded cohort (int_uploaded_cohort_members);
     had_propensity: the as_of of the scoring run that gave the score;
     a negated condition inside any_of: first_seen_at.
 
@@ -28,7 +29,8 @@
   andClauses / orClauses shape) so marts.cohorts and `dbt docs` can show it.
 -#}
 {% macro cohort(all_of=none, events='int_events_as_of', users='int_users_seen',
-                attributes='int_user_attribute_updates', properties='user_properties') -%}
+                attributes='int_user_attribute_updates', properties='user_properties',
+                uploaded='int_uploaded_cohort_members') -%}
   {%- if all_of is none or all_of is string or all_of is mapping or all_of is not iterable or all_of | length == 0 -%}
     {{- cohortflow_fail('cohort(all_of)', "needs a non-empty list of conditions, got " ~ (all_of | string)) -}}
   {%- endif -%}
@@ -49,7 +51,7 @@
   {#- Every event type and property named must be in the tracking plan (tracking_plan.sql; compile time only). -#}
   {%- do tracking_plan_check_cohort(clauses) -%}
 
-  {%- set ctx = {'events': events, 'users': users, 'attributes': attributes, 'properties': properties} -%}
+  {%- set ctx = {'events': events, 'users': users, 'attributes': attributes, 'properties': properties, 'uploaded': uploaded} -%}
   {%- set positive = clauses | rejectattr('negated') | list -%}
   {%- set state = namespace(needs_users=(positive | length == 0)) -%}
   {%- for clause in clauses -%}
@@ -128,7 +130,7 @@ where true
     {{- return(within_first or (c.measure.kind != 'nth_time' and cohortflow_compare(0, c.operator, c.value))) -}}
   {%- elif c.type == 'sequence' -%}{{- return(within_first) -}}
   {%- elif c.type == 'user_property' -%}{{- return(within_first or c.operator == 'is_null') -}}
-  {%- elif c.type in ('in_cohort', 'had_propensity') -%}{{- return(false) -}}
+  {%- elif c.type in ('in_cohort', 'in_uploaded_cohort', 'had_propensity') -%}{{- return(false) -}}
   {%- else -%}{{- return(true) -}}
   {%- endif -%}
 {%- endmacro %}
@@ -194,6 +196,9 @@ where true
         ~ "    where " ~ cohortflow_value_predicate_sql('user_properties.' ~ c.column, c.operator, c.value, false, "computed_property('" ~ c.column ~ "')") ~ "\n)") -}}
   {%- elif c.type == 'in_cohort' -%}
     {{- return(name ~ " as (\n    select user_id, entered_at as matched_at\n    from " ~ ref(c.cohort) ~ "\n)") -}}
+  {%- elif c.type == 'in_uploaded_cohort' -%}
+    {{- return(name ~ " as (\n    -- in the uploaded cohort " ~ c.cohort_id ~ "\n    select user_id, entered_at as matched_at\n    from "
+        ~ ref(ctx.uploaded) ~ "\n    where cohort_id = " ~ sql_literal(c.cohort_id) ~ "\n)") -}}
   {%- elif c.type == 'had_propensity' -%}
     {{- return(name ~ " as (\n    -- had propensity: " ~ c.prediction ~ " " ~ c.measure ~ " " ~ c.operator ~ " " ~ c.value ~ " (its last scoring run)\n"
         ~ "    select user_id, as_of as matched_at\n    from (" ~ scores_as_of(c.prediction) ~ ") as scores\n"

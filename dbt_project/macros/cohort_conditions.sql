@@ -23,6 +23,9 @@
         set inside the window.
     computed_property(column, operator, value=none)          a column of marts.user_properties
     in_cohort(model_name) / not_in_cohort(model_name)        membership of another cohort model
+    in_uploaded_cohort(cohort_id) / not_in_uploaded_cohort(cohort_id)
+                                                             membership of a cohort uploaded through the
+                                                             Cohort API (int_uploaded_cohort_members)
     had_propensity(prediction, measure, operator, value)     a prediction's current score (macros/predictions.sql)
     any_of([condition, ...])                                 OR-group (an item of all_of)
     negate(condition or any_of)                              NOT
@@ -208,6 +211,21 @@
 {%- endmacro %}
 
 
+{#- An uploaded cohort is data, not a model: it is named by the cohort_id its upload answered with
+    (GET /api/3/cohorts lists them, kind `uploaded`). An id that no upload created matches nobody. -#}
+{% macro in_uploaded_cohort(cohort_id=none) -%}
+  {%- if cohort_id is not string or modules.re.match('^[a-z][a-z0-9_]{0,62}$', cohort_id) is none -%}
+    {{- cohortflow_fail('in_uploaded_cohort(cohort_id)', "needs the id of an uploaded cohort (lower-case letters, digits and _, as the upload answered), got " ~ (cohort_id | string)) -}}
+  {%- endif -%}
+  {{- return({'type': 'in_uploaded_cohort', 'negated': false, 'cohort_id': cohort_id}) -}}
+{%- endmacro %}
+
+
+{% macro not_in_uploaded_cohort(cohort_id=none) -%}
+  {{- return(negate(in_uploaded_cohort(cohort_id))) -}}
+{%- endmacro %}
+
+
 {% macro any_of(conditions=none) -%}
   {%- if conditions is string or conditions is mapping or conditions is not iterable or conditions | length == 0 -%}
     {{- cohortflow_fail('any_of(conditions)', "needs a non-empty list of conditions, got " ~ (conditions | string)) -}}
@@ -235,7 +253,7 @@
 {#- ------------------------------------------------------------------ checks ---------------------- -#}
 
 {% macro cohortflow_is_condition(value) -%}
-  {{- return(value is mapping and value.get('type') in ('performed', 'had_been_new', 'sequence', 'user_property', 'computed_property', 'in_cohort', 'had_propensity')) -}}
+  {{- return(value is mapping and value.get('type') in ('performed', 'had_been_new', 'sequence', 'user_property', 'computed_property', 'in_cohort', 'in_uploaded_cohort', 'had_propensity')) -}}
 {%- endmacro %}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from postgres_server import PostgresServer, PostgresUnavailable, start_server
@@ -27,3 +28,12 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def served_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse after one full pipeline run (3,000 generated users, snapshot published); read-only:
+    a test that changes it works on ``api_server.copy_world``."""
+    from api_server import build_world
+
+    return build_world(tmp_path_factory.mktemp("served_world"))

@@ -1,6 +1,6 @@
 -- One row per cohort with its identity (from the cohort model's config.meta), its compiled definition
 -- and its size at as_of. Empty cohorts are listed too, with size 0, so a sync can tell "empty" from
--- "missing".
+-- "missing". Cohorts uploaded through the Cohort API are listed with kind `uploaded`.
 
 with cohort_definitions as (
 
@@ -15,10 +15,20 @@ with cohort_definitions as (
         {{ sql_string(meta['owner']) }} as owner,
         {{ sql_string(model_name) }} as model_name,
         {% if definition %}{{ sql_string(tojson(definition, sort_keys=true)) }}{% else %}null{% endif %} as definition
-    {% if not loop.last %}
     union all
-    {% endif %}
 {%- endfor %}
+
+    -- Cohorts uploaded through the Cohort API (int_uploaded_cohorts): data, not models, so they are
+    -- all served by one model and have no compiled definition.
+    select
+        cohort_id,
+        cohort_name,
+        description,
+        'uploaded' as kind,
+        owner,
+        'uploaded_cohort_memberships' as model_name,
+        cast(null as varchar) as definition
+    from {{ ref('int_uploaded_cohorts') }}
 
 ),
 

@@ -28,11 +28,15 @@ with actual as (
     union all
     select 'cohort_test_in_cohort' as model_name, user_id, entered_at from {{ ref('cohort_test_in_cohort') }}
     union all
+    select 'cohort_test_in_uploaded_cohort' as model_name, user_id, entered_at from {{ ref('cohort_test_in_uploaded_cohort') }}
+    union all
     select 'cohort_test_negated_any_of' as model_name, user_id, entered_at from {{ ref('cohort_test_negated_any_of') }}
     union all
     select 'cohort_test_new_and_active' as model_name, user_id, entered_at from {{ ref('cohort_test_new_and_active') }}
     union all
     select 'cohort_test_not_in_cohort' as model_name, user_id, entered_at from {{ ref('cohort_test_not_in_cohort') }}
+    union all
+    select 'cohort_test_not_in_uploaded_cohort' as model_name, user_id, entered_at from {{ ref('cohort_test_not_in_uploaded_cohort') }}
     union all
     select 'cohort_test_nth_time' as model_name, user_id, entered_at from {{ ref('cohort_test_nth_time') }}
     union all
