@@ -53,14 +53,28 @@ def is_python_asset_source(source: Mapping[str, Any]) -> bool:
     return any(key in meta for key in (*PYTHON_ASSET_META_KEYS, "landed_by"))
 
 
-def run_as_of(context: dg.AssetExecutionContext, configured: str | None) -> str | datetime:
-    """The run's as_of: the configured one, else when the run was created.
+def _shared_config(context: dg.AssetExecutionContext) -> dict:
+    """The run config given to the dbt op by its own name (``run_config_for``).
 
-    A run whose graph has a Python asset between dbt models (a prediction) runs the dbt step twice;
-    both halves, and the prediction between them, must see the same instant, not each its own "now".
+    When Python assets sit between dbt models (raw/events, uploaded cohorts, predictions,
+    recommendations), Dagster splits the dbt multi-asset into several ops (``cohortflow_dbt_models``,
+    ``_2``, ``_3``) with a config each; a run configures the first by name, and every split reads it.
+    """
+    return ((context.run_config or {}).get("ops") or {}).get(DBT_ASSETS_OP, {}).get("config") or {}
+
+
+def run_as_of(context: dg.AssetExecutionContext, configured: str | None) -> str | datetime:
+    """The run's as_of: the step's own config, else the run's dbt config or ``as_of`` tag, else when
+    the run was created.
+
+    Every dbt step of a run, and the Python assets between them, must see the same instant, not each
+    its own "now" (nor the first split the configured moment and the others the run's creation time).
     """
     if configured:
         return configured
+    shared = _shared_config(context).get("as_of") or (context.run.tags.get("as_of") if context.run else None)
+    if shared:
+        return shared
     record = context.instance.get_run_record_by_id(context.run_id)
     if record is None or record.create_timestamp is None:
         return datetime.now(timezone.utc)
@@ -68,11 +82,10 @@ def run_as_of(context: dg.AssetExecutionContext, configured: str | None) -> str 
 
 
 def dbt_run_as_of(context: dg.AssetExecutionContext) -> datetime:
-    """The as_of the dbt step of this run builds for (its config, else the run's creation time)."""
+    """The as_of the dbt steps of this run build for (their config, else the run's creation time)."""
     from cohortflow.as_of import parse_as_of
 
-    config = ((context.run_config or {}).get("ops") or {}).get(DBT_ASSETS_OP, {}).get("config") or {}
-    return parse_as_of(run_as_of(context, config.get("as_of")))
+    return parse_as_of(run_as_of(context, _shared_config(context).get("as_of")))
 
 
 def dbt_cli_resource() -> DbtCliResource:
@@ -93,7 +106,8 @@ def cohortflow_dbt_models(
     config: DbtRunConfig,
 ):
     """Build (run + test) the selected dbt models as of ``config.as_of``."""
-    build = dbt_build_invocation(run_as_of(context, config.as_of), warehouse.resolved_path(), full_refresh=config.full_refresh)
+    full_refresh = config.full_refresh or bool(_shared_config(context).get("full_refresh"))
+    build = dbt_build_invocation(run_as_of(context, config.as_of), warehouse.resolved_path(), full_refresh=full_refresh)
     context.log.info(f"dbt {' '.join(build.args)} with {build.env}")
     # dagster-dbt hands the process environment to the dbt subprocess when it starts it.
     with environment(build.env):
