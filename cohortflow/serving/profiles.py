@@ -7,6 +7,7 @@ up; what is not asked for is ``null``, as in Amplitude's answers.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 import orjson
@@ -73,8 +74,6 @@ def _check_known(parameter: str, ids: list[str], known: frozenset[str], what: st
 
 
 def _epoch(text: str) -> int:
-    from datetime import datetime, timezone
-
     return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
 
 
@@ -88,9 +87,6 @@ def _user_id(snapshot: Snapshot, user_id: str | None, device_id: str | None) -> 
     row = snapshot.db.execute("select user_id from devices where device_id = ?", (device_id,)).fetchone()
     # A device never seen signed in is its own user (user_id = device_id).
     return (row[0] if row else device_id), device_id
-
-
-_ID = Query(default=None, min_length=1, max_length=MAX_ID_LENGTH)
 
 
 @router.get(
